@@ -1,0 +1,5 @@
+import sys
+
+from fastfn.cli import main
+
+sys.exit(main())

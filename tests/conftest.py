@@ -1,0 +1,46 @@
+"""Shared fixtures: devices (CPU always, CUDA when present), seeded RNG, shared data.
+
+Nothing here touches CUDA at import time.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _cuda_ok() -> bool:
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_ok():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is available here")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> torch.device:
+    """Every device this machine has: cpu, and cuda when available (skipped otherwise)."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data of the development checkout; skips when absent (a user's clone)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"no shared data folder at {SHARED_DATA}")
+    return SHARED_DATA
