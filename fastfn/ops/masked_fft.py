@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from fastfn import reference as _ref
+from fastfn.reference import masked_fft as _ref
 
 
 def fft2c(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,8 @@
+"""fastfn operators: thin documented wrappers over torch.ops.fastfn.
+
+masked_fft: fft2c, ifft2c, undersample, data_consistency (issue 2).
+features:   insert_features, feature_step (issue 5).
+"""
+from fastfn.ops.masked_fft import data_consistency, fft2c, ifft2c, undersample
+
+__all__ = ["fft2c", "ifft2c", "undersample", "data_consistency"]
