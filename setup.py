@@ -85,7 +85,7 @@ def _extension():
     cpp = _sources("**/*.cpp")
     cu = _sources("**/*.cu") if with_cuda else []
     archs = ""
-    cxx = ["-O3", "-std=c++17"]
+    cxx = ["-O3"]  # the C++ standard is torch's choice (2.14 needs C++20)
     if sys.platform != "win32":
         cxx.append("-fopenmp")
     defines = []
@@ -108,7 +108,7 @@ def _extension():
     if with_cuda:
         return CUDAExtension(
             **common,
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]},
             extra_link_args=["-fopenmp"],
         )
     return CppExtension(**common, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
