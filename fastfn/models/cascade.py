@@ -1,0 +1,102 @@
+"""Cascaded CNN with data consistency for single-coil complex images (Schlemper et al. 2017).
+
+x_0 = ifft2c(k0); for each cascade t: x <- DC(x + CNN_t(x), k0, mask, lam_t), with DC
+``fastfn.ops.data_consistency`` (hard: sampled k-space replaced by k0; soft: blended
+with weight lam / (1 + lam), lam >= 0 learnable). Output |x| centre-cropped.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastfn.models.base import CropSize, Reconstructor, center_crop
+from fastfn.ops import data_consistency, ifft2c
+
+
+class ResidualCNN(nn.Module):
+    """x + CNN(x) on a complex image as 2 real channels.
+
+    ``num_convs`` 3x3 convs (2 -> chans -> ... -> chans -> 2) with ReLU between them.
+    complex (B, H, W) -> complex (B, H, W).
+    """
+
+    def __init__(self, chans: int = 32, num_convs: int = 5) -> None:
+        super().__init__()
+        if num_convs < 2 or chans < 1:
+            raise ValueError(f"ResidualCNN: need num_convs >= 2 and chans >= 1, got {num_convs}, {chans}")
+        widths = [2] + [chans] * (num_convs - 1) + [2]
+        layers: List[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1))
+            if i < num_convs - 1:
+                layers.append(nn.ReLU(inplace=True))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(torch.view_as_real(x).permute(0, 3, 1, 2))     # (B, 2, H, W)
+        return x + torch.complex(out[:, 0], out[:, 1])
+
+
+class DataConsistency(nn.Module):
+    """Hard (``soft=False``) or soft DC with a learnable noise weight lam = softplus(raw) >= 0.
+
+    x complex (B, H, W), k0 complex (B, H, W), mask float (B, 1, W) -> complex (B, H, W).
+    """
+
+    def __init__(self, soft: bool = False, lam_init: float = 1.0) -> None:
+        super().__init__()
+        self.soft = soft
+        if soft:
+            if lam_init <= 0:
+                raise ValueError(f"DataConsistency: lam_init must be > 0, got {lam_init}")
+            # Inverse softplus, so that softplus(raw) == lam_init at the start.
+            self.raw_lam = nn.Parameter(torch.tensor(math.log(math.expm1(lam_init))))
+
+    @property
+    def lam(self) -> Optional[torch.Tensor]:
+        return F.softplus(self.raw_lam) if self.soft else None
+
+    def forward(self, x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return data_consistency(x, k0, mask, lam=self.lam)
+
+
+class CascadeNet(Reconstructor):
+    """K cascades of (residual CNN, data consistency) on single-coil complex images.
+
+    masked_kspace complex64 (B, H, W), mask float32 (B, 1, W) -> magnitude (B, h, w).
+    Inputs are divided by a per-image scale (std of the zero-filled magnitude) and the
+    output multiplied back, so the network sees unit-scale data whatever the scanner's
+    k-space scale; DC is linear in (x, k0), so the scaled problem is the same problem.
+    """
+
+    multicoil = False
+
+    def __init__(self, num_cascades: int = 5, chans: int = 32, num_convs: int = 5,
+                 dc: str = "hard", lam_init: float = 1.0, eps: float = 1e-12) -> None:
+        super().__init__()
+        if num_cascades < 1:
+            raise ValueError(f"CascadeNet: num_cascades must be >= 1, got {num_cascades}")
+        if dc not in ("hard", "soft"):
+            raise ValueError(f"CascadeNet: dc must be 'hard' or 'soft', got {dc!r}")
+        self.cnns = nn.ModuleList([ResidualCNN(chans, num_convs) for _ in range(num_cascades)])
+        self.dcs = nn.ModuleList([DataConsistency(dc == "soft", lam_init) for _ in range(num_cascades)])
+        self.eps = eps
+
+    def reconstruct_complex(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The full-size complex reconstruction (B, H, W) before magnitude and crop."""
+        self.check_inputs(masked_kspace, mask)
+        mask = mask.reshape(mask.shape[0], 1, mask.shape[-1])
+        x = ifft2c(masked_kspace)
+        scale = x.abs().std(dim=(-2, -1), keepdim=True).clamp_min(self.eps)   # (B, 1, 1)
+        x, k0 = x / scale, masked_kspace / scale
+        for cnn, dc in zip(self.cnns, self.dcs):
+            x = dc(cnn(x), k0, mask)
+        return x * scale
+
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
+                crop_size: CropSize = None) -> torch.Tensor:
+        return center_crop(self.reconstruct_complex(masked_kspace, mask).abs(), crop_size)
