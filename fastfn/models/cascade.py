@@ -53,8 +53,8 @@ class DataConsistency(nn.Module):
         if soft:
             if lam_init <= 0:
                 raise ValueError(f"DataConsistency: lam_init must be > 0, got {lam_init}")
-            # Inverse softplus, so that softplus(raw) == lam_init at the start.
-            self.raw_lam = nn.Parameter(torch.tensor(math.log(math.expm1(lam_init))))
+            # Inverse softplus (overflow-free form), so softplus(raw) == lam_init at the start.
+            self.raw_lam = nn.Parameter(torch.tensor(lam_init + math.log(-math.expm1(-lam_init))))
 
     @property
     def lam(self) -> Optional[torch.Tensor]:
