@@ -78,10 +78,20 @@ def split_mask_specs(text: str) -> list[str]:
     A new setting starts at each ``KIND:``; pairs without a kind
     (``"random:4x@0.08,8x@0.04"``) stay together as one mixed mask function.
     """
-    parts = [p.strip() for p in re.split(r",(?=\s*[A-Za-z_]+\s*:)", text) if p.strip()]
-    if not parts:
+    groups: list[list[str]] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if re.match(r"^[A-Za-z_]+\s*:", piece):
+            groups.append([piece])
+        elif groups:
+            groups[-1].append(piece)
+        else:
+            raise ValueError(f"--masks {text!r}: {piece!r} has no mask kind; write e.g. "
+                             f"random:4x@0.08,random:8x@0.04")
+    if not groups:
         raise ValueError(f"--masks: no mask setting in {text!r}; e.g. random:4x@0.08,random:8x@0.04")
-    return parts
+    return [",".join(g) for g in groups]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
