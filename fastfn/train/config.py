@@ -18,7 +18,7 @@ import yaml
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine")
-LOSSES = ("l1", "ssim")
+LOSSES = ("l1", "l2", "ssim")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -54,8 +54,9 @@ class DataConfig:
     ``train``/``val``: folders of fastMRI ``.h5`` files. With ``train`` only, a
     folder holding ``train/`` and ``val/`` sub-folders is split that way, otherwise
     ``val_fraction`` of its volumes (chosen by file name, deterministically) are
-    held out. With neither, the synthetic default data of ``fastfn.data`` is used,
-    generated with the ``synth_*`` settings.
+    held out. With neither, the synthetic default data of ``fastfn.data`` is used
+    (``default_data("train")`` / ``default_data("val")``), generated once into the
+    cache with the ``synth_*`` settings.
     """
     train: str | None = None
     val: str | None = None
@@ -66,10 +67,11 @@ class DataConfig:
     num_workers: int = 0
     crop_size: int | None = None  # target/output crop; None: the data layer's default
     sample_rate: float = 1.0  # fraction of training volumes used
-    synth_volumes: int = 10
-    synth_slices: int = 20
-    synth_size: int = 320
-    synth_seed: int = 0
+    synth_size: int = 320  # synthetic k-space matrix (square)
+    synth_volumes: int | None = None  # synthetic training volumes; None: fastfn.data's default
+    synth_val_volumes: int | None = None  # synthetic validation volumes; None: default
+    synth_slices: int | None = None  # slices per synthetic volume; None: default
+    synth_coils: int = 4  # coils of the synthetic data for multi-coil models (VarNet)
 
 
 @dataclass
@@ -80,7 +82,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
-    loss: str = "l1"
+    loss: str = "l1"  # l1 | l2 | ssim (1 - SSIM with data range = the volume max)
     steps: int = 1000
     val_every: int = 200
     ckpt_every: int | None = None  # None: at every validation

@@ -106,14 +106,15 @@ def save_panel(path: str | Path, target: torch.Tensor, zero_filled: torch.Tensor
     fig = Figure(figsize=(12, 3.3))
     axes = fig.subplots(1, 4)
     names = ("target", "zero-filled", "reconstruction", "|error|")
+    emax = float(err.max())
     for ax, img, name in zip(axes, imgs + [err], names):
-        lim = (0.0, vmax) if name != "|error|" else (0.0, float(err.max()) or 1.0)
-        ax.imshow(img, cmap="gray", vmin=lim[0], vmax=lim[1])
-        ax.set_title(name if name != "|error|" else f"|error| (max {lim[1]:.3g})", fontsize=9)
+        top = vmax if name != "|error|" else (emax or 1.0)
+        ax.imshow(img, cmap="gray", vmin=0.0, vmax=top)
+        ax.set_title(name if name != "|error|" else f"|error| (max {emax:.3g})", fontsize=9)
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.84, wspace=0.04)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

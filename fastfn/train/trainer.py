@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
+from fastfn.losses import build_loss
 from fastfn.train import checkpoint as ckpt
 from fastfn.train.config import TrainConfig
 from fastfn.train.distributed import DistInfo, all_reduce_mean, unwrap_model, wrap_model
@@ -75,18 +76,6 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if mode == "bf16" else torch.float16
-
-
-def image_loss(name: str, pred: torch.Tensor, target: torch.Tensor, maxval: torch.Tensor
-               ) -> torch.Tensor:
-    """Mean L1, or 1 - SSIM (7x7 window, data range = the volume max), over the batch.
-
-    pred, target: real (B, h, w); maxval: (B,).
-    """
-    if name == "l1":
-        return torch.nn.functional.l1_loss(pred, target)
-    from fastfn.losses import ssim_loss
-    return ssim_loss(pred, target, maxval)
 
 
 class Trainer:
@@ -144,6 +133,7 @@ class Trainer:
         if config.amp not in ("auto", "none") and self.amp is None:
             warnings.warn(f"amp={config.amp!r} ignored on {self.device}: mixed precision "
                           f"runs on CUDA only")
+        self.loss_fn = build_loss(config.loss)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp is torch.float16 else None
         self.step = 0
         self.best_ssim: float | None = None
@@ -220,7 +210,7 @@ class Trainer:
                             enabled=self.amp is not None):
             pred = self.ddp_model(batch["masked_kspace"], batch["mask"],
                                   crop_size=tuple(target.shape[-2:]))
-            loss = image_loss(self.cfg.loss, pred.float(), target.float(), batch["max"].float())
+            loss = self.loss_fn(pred.float(), target.float(), batch["max"].float())
             logs: dict[str, float] = {"loss_clean": float(loss.detach())}
             if self.extra_loss is not None:
                 extra, extra_logs = self.extra_loss(self.model, batch, self.step)
