@@ -174,6 +174,20 @@ def test_interface_shapes_and_gradient(name, shape, crop, device):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
+def test_mixed_precision(name, device):
+    """The trainer runs models under autocast (float16 on CUDA; bfloat16 here on CPU)."""
+    model = tiny(name, device)
+    k, mask = inputs(name, (32, 32), device)
+    k.requires_grad_(True)
+    with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16):
+        out = model(k, mask, crop_size=(24, 24))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    (grad,) = torch.autograd.grad(out.sum(), k)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(out, model(k, mask, crop_size=(24, 24)), rtol=0.1, atol=0.1 * out.abs().max().item())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_scale_equivariance(name):
     """Every model normalises its input: f(a k) = a f(k) (k-space scales differ by scanner)."""
     model = tiny(name, "cpu").eval()

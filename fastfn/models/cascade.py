@@ -38,6 +38,7 @@ class ResidualCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(torch.view_as_real(x).permute(0, 3, 1, 2))     # (B, 2, H, W)
+        out = out.to(x.real.dtype)          # under autocast the convs return half precision
         return x + torch.complex(out[:, 0], out[:, 1])
 
 

@@ -54,7 +54,7 @@ class NormUnet(nn.Module):
         mean = chans.mean(dim=(-2, -1), keepdim=True)
         std = chans.std(dim=(-2, -1), keepdim=True) + self.eps
         padded, (left, right, top, bottom) = self._pad((chans - mean) / std)
-        out = self.unet(padded)
+        out = self.unet(padded).to(chans.dtype)     # under autocast the U-Net returns half precision
         out = out[..., top:out.shape[-2] - bottom, left:out.shape[-1] - right]
         out = out * std + mean
         return torch.complex(out[:, 0], out[:, 1])
