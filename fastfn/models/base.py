@@ -105,16 +105,6 @@ class Reconstructor(nn.Module):
             raise ValueError(f"{name}: mask must be real (float32), got {mask.dtype}")
 
 
-def _flat_mask(mask: torch.Tensor) -> torch.Tensor:
-    """(B, 1, W) or (B, 1, 1, W) -> (B, 1, W)."""
-    return mask.reshape(mask.shape[0], 1, mask.shape[-1])
-
-
-def zero_filled(masked_kspace: torch.Tensor) -> torch.Tensor:
-    """Complex zero-filled image ifft2c(masked_kspace): (B, [C,] H, W) complex, same shape."""
-    return ifft2c(masked_kspace)
-
-
 def zero_filled_magnitude(masked_kspace: torch.Tensor) -> torch.Tensor:
     """|ifft2c(k)| for (B, H, W) or RSS over coils for (B, C, H, W): real (B, H, W)."""
     image = ifft2c(masked_kspace)

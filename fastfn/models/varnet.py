@@ -13,7 +13,9 @@ The soft data-consistency term is ``fastfn.ops.data_consistency``'s blend
 ``(1 - w m) k + w m k0`` (w = eta) applied directly to the k-space iterate, where it
 needs no FFT, so it is written out here; every FFT is ``fastfn.ops.fft2c`` / ``ifft2c``.
 Sensitivities S come from a U-Net on the fully-sampled centre (ACS) columns of k0,
-normalised so that their RSS over coils is 1.
+normalised so that their RSS over coils is 1. The ACS width is read off each
+sample's mask (the symmetric run of sampled columns around W // 2, as fastMRI does
+when ``num_low_frequencies`` is not given), since the interface passes only the mask.
 """
 from __future__ import annotations
 
