@@ -224,7 +224,7 @@ def test_bad_inputs_name_the_argument(name):
         model(k.real, mask)
     with pytest.raises(ValueError, match="mask must have shape"):
         model(k, mask[..., :-1])
-    with pytest.raises(ValueError, match="crop_size"):
+    with pytest.raises(ValueError, match="crop"):
         model(k, mask, crop_size=(40, 10))
     if name != "varnet":
         with pytest.raises(ValueError, match="single-coil"):

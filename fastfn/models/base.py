@@ -19,6 +19,7 @@ from typing import Literal, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from fastfn.data.transforms import center_crop as _data_center_crop
 from fastfn.ops import ifft2c
 
 CropSize = Optional[Union[int, Sequence[int]]]
@@ -36,26 +37,20 @@ def _as_hw(crop_size: CropSize) -> Optional[Tuple[int, int]]:
 
 
 def center_crop(x: torch.Tensor, crop_size: CropSize) -> torch.Tensor:
-    """Centre crop of the last two dims of ``x`` (..., H, W) to ``crop_size`` (h, w).
+    """Centre crop of the last two dims of ``x`` (..., H, W) to ``crop_size`` (h, w or int).
 
-    fastMRI's convention: the crop starts at ``(H - h) // 2``. ``None`` returns ``x``.
-    Raises ValueError when the crop is larger than the image.
+    ``None`` returns ``x``; otherwise fastfn.data's crop (fastMRI's offsets), which
+    raises ValueError when the crop is larger than the image.
     """
     size = _as_hw(crop_size)
-    if size is None:
-        return x
-    h, w = size
-    H, W = x.shape[-2], x.shape[-1]
-    if not (0 < h <= H and 0 < w <= W):
-        raise ValueError(f"crop_size {(h, w)} does not fit an image of size {(H, W)}")
-    top, left = (H - h) // 2, (W - w) // 2
-    return x[..., top:top + h, left:left + w]
+    return x if size is None else _data_center_crop(x, size)
 
 
 def rss(x: torch.Tensor, dim: int = -3) -> torch.Tensor:
     """Root sum of squares of |x| over the coil dim: (B, C, H, W) complex/real -> (B, H, W) real.
 
-    ``vector_norm`` rather than ``sqrt(sum(|x|^2))``: its gradient is 0, not NaN, where x is 0.
+    ``vector_norm`` rather than ``sqrt(sum(|x|^2))`` (fastfn.data's rss): its gradient is
+    0, not NaN, where x is 0, and the attack differentiates through this.
     """
     return torch.linalg.vector_norm(x, dim=dim)
 
