@@ -174,6 +174,18 @@ def test_interface_shapes_and_gradient(name, shape, crop, device):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
+def test_all_zero_kspace_gives_finite_gradients(name):
+    """Zero images occur (empty slices, zero background); no NaN from sqrt, std or division."""
+    model = tiny(name, "cpu")
+    k, mask = inputs(name, (32, 32), "cpu")
+    k = torch.zeros_like(k, requires_grad=True)
+    out = model(k, mask)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(k.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_mixed_precision(name, device):
     """The trainer runs models under autocast (float16 on CUDA; bfloat16 here on CPU)."""
     model = tiny(name, device)

@@ -159,7 +159,7 @@ class ImageDomainReconstructor(Reconstructor):
             image = (image - mean) / std
             if self.clamp is not None:
                 image = image.clamp(-self.clamp, self.clamp)
-        out = self.module(image.unsqueeze(1))
+        out = self.module(image.unsqueeze(1)).to(image.dtype)   # autocast may return half
         if out.dim() == 4 and out.shape[1] == 1:
             out = out[:, 0]
         if out.shape != image.shape:
@@ -173,9 +173,9 @@ class ImageDomainReconstructor(Reconstructor):
         if self.normalize:
             scale = image.abs().std(dim=(-2, -1), keepdim=True) + self.eps
             image = image / scale
-        out = self.module(torch.stack([image.real, image.imag], dim=1))
+        out = self.module(torch.stack([image.real, image.imag], dim=1)).to(image.real.dtype)
         if out.dim() == 4 and out.shape[1] == 2:
-            out = torch.sqrt(out[:, 0] ** 2 + out[:, 1] ** 2)
+            out = rss(out, dim=1)
         elif out.dim() == 4 and out.shape[1] == 1:
             out = out[:, 0]
         if out.shape != image.shape:
