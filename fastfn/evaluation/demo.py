@@ -124,7 +124,7 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None, *, engine:
              ) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns (and writes) ``summary.json``'s content.
 
-    ``engine``: the attack engine (default :mod:`fastfn.attack`).
+    ``engine``: the attack engine (default ``fastfn.train.robust.default_engine()``).
     """
     cfg = cfg or DemoConfig()
     out = Path(out)

@@ -195,7 +195,7 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
             order; None: all).
         names: display names of the models (default: the checkpoint file's
             parent folder and stem, or the given pair's name).
-        engine: the attack engine (default :mod:`fastfn.attack`).
+        engine: the attack engine (default ``fastfn.train.robust.default_engine()``).
         load_batches: ``fn(data, mask_spec, batch_size, max_slices) -> list of
             batch dicts`` (default: the data layer's dataset and collate).
 
@@ -211,7 +211,8 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
         if a not in ATTACKS:
             raise ValueError(f"attacks: unknown attack {a!r}; choose from {ATTACKS}")
     if engine is None:
-        import fastfn.attack as engine
+        from fastfn.train.robust import default_engine
+        engine = default_engine()
     loader = load_batches or default_load_batches
     loaded = _load_models(models, names, device)
     out = Path(out)

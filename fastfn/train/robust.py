@@ -136,8 +136,8 @@ def make_robust_loss(config: RobustConfig, *, rank: int = 0, engine: Any = None)
     Args:
         config: the robust settings.
         rank: this process's DDP rank (decorrelates the feature draws per rank).
-        engine: the attack engine to draw and search features with; default
-            :mod:`fastfn.attack` (tests may pass a stand-in with the same functions).
+        engine: what draws and searches the features (``search_features``); default
+            :func:`default_engine`.
 
     Returns ``fn(model, batch, step) -> (loss, logs)``: ``loss`` a scalar in the
     autograd graph of ``model``'s parameters, ``logs`` floats (``feat_loss``,
@@ -145,8 +145,7 @@ def make_robust_loss(config: RobustConfig, *, rank: int = 0, engine: Any = None)
     before the update) and ``robust_s`` (the seconds this term took)).
     """
     config.validate()
-    if engine is None:
-        import fastfn.attack as engine
+    engine = engine if engine is not None else default_engine()
 
     def robust_loss(model: nn.Module, batch: Mapping[str, Any], step: int
                     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -191,15 +190,178 @@ def adversarial_examples(model: nn.Module, batch: Mapping[str, Any], config: Rob
     masked NMSE of the chosen features against ``model`` at search time.
     """
     lo, hi = config.size_at(step)
-    search = engine.search_features if hasattr(engine, "search_features") else None
-    if search is None:
-        raise RuntimeError("fastfn.attack provides no search_features(); robust training "
-                           "needs the attack engine")
     was_training = model.training
     try:
-        return search(model, batch, method=config.attack, family=config.family,
+        return engine.search_features(model, batch, method=config.attack, family=config.family,
                       size=(lo, hi), intensity=config.intensity, restarts=config.restarts,
                       steps=config.pgd_steps if config.attack == "pgd" else 0,
                       step_size=config.pgd_step_size, ring=config.ring, generator=generator)
     finally:
         model.train(was_training)
+
+
+# --- the feature search used by robust training and the evaluation -------------------------
+
+ENGINE_FUNCTIONS = ("search_features", "attack_batch", "apply_feature")
+
+
+def default_engine() -> Any:
+    """The feature-search engine: :mod:`fastfn.attack` when it provides
+    ``search_features``, ``attack_batch`` and ``apply_feature``, else
+    :class:`OpsFeatureSearch` (the same search on the ``fastfn.ops`` kernels)."""
+    import fastfn.attack as attack
+    if all(hasattr(attack, f) for f in ENGINE_FUNCTIONS):
+        return attack
+    return OpsFeatureSearch()
+
+
+class OpsFeatureSearch:
+    """Batched FNAF feature search on the ``fastfn.ops`` feature kernels (single-coil).
+
+    Features are the authors' 4-connected random walks (``size`` steps, revisited
+    pixels dropped) started on the foreground (target > 10% of its max) away from a
+    border margin, with intensities uniform in the bounds; they are added to the
+    complex image with the image's own phase (so the magnitude target gains exactly
+    the feature), the acquisition is simulated with the batch's mask, and the
+    masked NMSE of METHOD.md section 5 is measured. ``pgd`` takes projected
+    sign-gradient steps on the intensities (gradients through
+    :func:`fastfn.ops.features.insert_features`).
+    """
+
+    margin = 4
+
+    # -- drawing ---------------------------------------------------------------------------
+    def random_walks(self, targets: torch.Tensor, R: int, size: tuple[int, int],
+                     g: torch.Generator) -> torch.Tensor:
+        """(N, R, P) int64 flat indices of random walks, -1 padded, P = size[1] + 1."""
+        N, h, w = targets.shape
+        dev, P, m = targets.device, size[1] + 1, self.margin
+        fg = (targets > 0.1 * targets.amax(dim=(-2, -1), keepdim=True)).float()
+        fg[:, :m], fg[:, h - m:], fg[:, :, :m], fg[:, :, w - m:] = 0, 0, 0, 0
+        start = torch.multinomial(fg.flatten(1) + 1e-12, R, replacement=True, generator=g)
+        moves = torch.tensor([[0, 1], [0, -1], [1, 0], [-1, 0]], device=dev)
+        steps = moves[torch.randint(0, 4, (N, R, P - 1), generator=g, device=dev)]
+        rc = torch.stack([start // w, start % w], -1)[:, :, None]
+        pos = torch.cat([rc, rc + steps.cumsum(2)], dim=2)
+        pos[..., 0].clamp_(0, h - 1)
+        pos[..., 1].clamp_(0, w - 1)
+        flat = pos[..., 0] * w + pos[..., 1]
+        n_steps = torch.randint(size[0], size[1] + 1, (N, R, 1), generator=g, device=dev)
+        flat = torch.where(torch.arange(P, device=dev) <= n_steps, flat, torch.full_like(flat, -1))
+        flat, _ = flat.sort(dim=-1)
+        dup = torch.zeros_like(flat, dtype=torch.bool)
+        dup[..., 1:] = flat[..., 1:] == flat[..., :-1]
+        return torch.where(dup, torch.full_like(flat, -1), flat)
+
+    @staticmethod
+    def bounds(targets: torch.Tensor, intensity: tuple[float, float]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image intensity bounds (N,) as fractions of [min, max] of the image."""
+        mn, mx = targets.amin(dim=(-2, -1)), targets.amax(dim=(-2, -1))
+        return mn + intensity[0] * (mx - mn), mn + intensity[1] * (mx - mn)
+
+    # -- simulated acquisition -------------------------------------------------------------
+    @staticmethod
+    def simulate(batch: Mapping[str, Any], features: torch.Tensor, R: int) -> torch.Tensor:
+        """Masked k-space (N*R, H, W) of each image plus its feature map (N*R, h, w)."""
+        from fastfn.ops import fft2c, ifft2c
+        if batch["kspace"].dim() != 3:
+            raise ValueError("OpsFeatureSearch: single-coil k-space (B, H, W) only, got "
+                             f"{tuple(batch['kspace'].shape)}")
+        x = ifft2c(batch["kspace"])
+        H, W = x.shape[-2:]
+        h, w = features.shape[-2:]
+        top, left = (H - h) // 2, (W - w) // 2
+        d = torch.nn.functional.pad(features, (left, W - w - left, top, H - h - top))
+        phase = torch.sgn(x)
+        phase = torch.where(phase == 0, torch.ones_like(phase), phase).repeat_interleave(R, 0)
+        return fft2c(x.repeat_interleave(R, 0) + d * phase) * batch["mask"].repeat_interleave(R, 0)
+
+    def _score(self, model, batch, targets, index, values, ring, R):
+        from fastfn.losses import masked_nmse
+        from fastfn.ops.features import insert_features
+        perturbed, region = insert_features(targets, index, values, ring)          # (N,R,h,w)
+        N, _, h, w = perturbed.shape
+        k = self.simulate(batch, (perturbed - targets[:, None]).reshape(N * R, h, w), R)
+        pred = model(k, batch["mask"].repeat_interleave(R, 0), (h, w))
+        nmse = masked_nmse(pred.float(), perturbed.reshape(N * R, h, w), region.reshape(N * R, h, w))
+        return perturbed, region, k, nmse.reshape(N, R)
+
+    # -- the engine functions ----------------------------------------------------------------
+    def search_features(self, model: nn.Module, batch: Mapping[str, Any], *, method: str,
+                        family: str, size: tuple[int, int], intensity: tuple[float, float],
+                        restarts: int, steps: int, step_size: float, ring: int,
+                        generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The worst of ``restarts`` features per image (random, or after ``steps`` PGD steps).
+
+        Returns detached ``target``/``region`` (N, h, w), ``masked_kspace`` (N, H, W),
+        ``nmse`` (N,), and the feature ``index``/``values`` (N, P).
+        """
+        if family != "random_walk":
+            raise ValueError(f"OpsFeatureSearch: feature family {family!r} is not available "
+                             f"here (random_walk only)")
+        targets = batch["target"].float().contiguous()
+        N = targets.shape[0]
+        index = self.random_walks(targets, restarts, size, generator)
+        lo, hi = self.bounds(targets, intensity)
+        u = torch.rand(index.shape, generator=generator, device=targets.device)
+        values = torch.where(index >= 0, lo[:, None, None] + u * (hi - lo)[:, None, None], 0.0)
+        values = values.contiguous()
+        if method == "pgd":
+            lo3, hi3 = lo[:, None, None], hi[:, None, None]
+            step = float(step_size) * (hi3 - lo3)
+            for _ in range(steps):
+                with torch.enable_grad():
+                    v = values.clone().requires_grad_(True)
+                    nmse = self._score(model, batch, targets, index, v, ring, restarts)[3]
+                    (grad,) = torch.autograd.grad(nmse.sum(), v)
+                values = torch.where(index >= 0, torch.minimum(torch.maximum(
+                    values + step * grad.sign(), lo3), hi3), 0.0).contiguous()
+        with torch.no_grad():
+            perturbed, region, k, nmse = self._score(model, batch, targets, index, values, ring,
+                                                     restarts)
+        best = nmse.argmax(dim=1)
+        ar = torch.arange(N, device=targets.device)
+        H, W = k.shape[-2:]
+        return {"target": perturbed[ar, best], "region": region[ar, best],
+                "masked_kspace": k.reshape(N, restarts, H, W)[ar, best], "nmse": nmse[ar, best],
+                "index": index[ar, best], "values": values[ar, best]}
+
+    def attack_batch(self, model: nn.Module, batch: Mapping[str, Any], *, method: str,
+                     settings: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """:meth:`search_features` with the evaluation's settings, plus the per-slice
+        ``worst_nmse``, ``info_preserved`` (zero-filled MSE inside T, relative to the
+        squared image max, >= ``settings.info_threshold``) and ``fn`` flags."""
+        s = settings
+        out = self.search_features(
+            model, batch, method=method, family=s.family, size=s.size, intensity=s.intensity,
+            restarts=s.random_restarts if method == "random" else s.pgd_restarts,
+            steps=s.pgd_steps, step_size=s.pgd_step_size, ring=s.ring, generator=generator)
+        zf_feat = self._zero_filled(out["masked_kspace"], out["target"].shape[-2:])
+        zf = self._zero_filled(batch["masked_kspace"], out["target"].shape[-2:])
+        r = out["region"]
+        scale = batch["target"].float().amax(dim=(-2, -1)) ** 2
+        mse = (((zf_feat - zf) * r) ** 2).sum(dim=(-2, -1)) / r.sum(dim=(-2, -1)) / scale
+        info = mse >= s.info_threshold
+        return {**out, "worst_nmse": out["nmse"], "info_preserved": info,
+                "fn": info & (out["nmse"] >= s.threshold)}
+
+    @staticmethod
+    def _zero_filled(k: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        from fastfn.ops import ifft2c
+        x = ifft2c(k).abs()
+        H, W = x.shape[-2:]
+        top, left = (H - hw[0]) // 2, (W - hw[1]) // 2
+        return x[..., top:top + hw[0], left:left + hw[1]]
+
+    def apply_feature(self, batch: Mapping[str, Any], index: torch.Tensor, values: torch.Tensor,
+                      ring: int = 1) -> dict[str, torch.Tensor]:
+        """Insert one given feature per image ((N, P) index/values): perturbed ``target``,
+        ``region``, ``masked_kspace`` and its ``zero_filled`` magnitude."""
+        from fastfn.ops.features import insert_features
+        targets = batch["target"].float().contiguous()
+        perturbed, region = insert_features(targets, index[:, None].contiguous(),
+                                            values[:, None].contiguous(), ring)
+        k = self.simulate(batch, perturbed[:, 0] - targets, 1)
+        return {"target": perturbed[:, 0], "region": region[:, 0], "masked_kspace": k,
+                "zero_filled": self._zero_filled(k, tuple(targets.shape[-2:]))}

@@ -1,0 +1,43 @@
+"""The main job end to end at a toy scale: data, two trainings, attacks, report, summary."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from fastfn.evaluation.demo import DemoConfig, run_demo
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTFN_CACHE", str(tmp_path / "cache"))
+    d = DemoConfig()
+    return DemoConfig(size=32, train_volumes=1, val_volumes=1, slices=3, chans=4, pools=1,
+                      steps=2, batch_size=2, eval_slices=3, progress=False,
+                      robust=dataclasses.replace(d.robust, size=(3, 5), restarts=1, pgd_steps=1),
+                      attack=dataclasses.replace(d.attack, size=(3, 3), random_restarts=2,
+                                                 pgd_restarts=1, pgd_steps=1))
+
+
+def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, tiny_cfg, capsys):
+    from fastfn.train.robust import OpsFeatureSearch
+    summary = run_demo(tmp_path / "demo", tiny_cfg, engine=OpsFeatureSearch())
+    out = tmp_path / "demo"
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    report = json.loads((out / "evaluation" / "robustness.json").read_text())
+    assert report["models"] == ["standard", "robust"]
+    r = report["results"]["random:4x@0.08"]
+    assert on_disk["standard"]["fn_rate_pgd"] == r["standard"]["pgd"]["fn_rate"]
+    assert on_disk["robust"]["clean"]["ssim"] == r["robust"]["clean"]["mean"]["ssim"]
+    assert r["standard"]["pgd"]["n_slices"] == 3
+    assert on_disk["targets"]["clean_ssim_drop"] == pytest.approx(
+        r["standard"]["clean"]["mean"]["ssim"] - r["robust"]["clean"]["mean"]["ssim"])
+    for name in ("standard", "robust"):
+        assert (out / name / "last.pt").is_file()
+    for f in on_disk["figures"]:
+        assert (tmp_path / "demo" / "evaluation" / f.split("/")[-1]).is_file()
+    printed = capsys.readouterr().out
+    assert "| random:4x@0.08 | robust |" in printed
+    assert str(out / "evaluation" / "robustness.md") in printed.splitlines()[-1]
