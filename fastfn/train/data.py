@@ -173,13 +173,13 @@ def build_datasets(cfg: "DataConfig", multicoil: bool, seed: int = 0):
     Training slices get a fresh mask per slice and epoch (``EpochMaskTransform``);
     validation slices the per-volume mask of fastMRI (seeded by the file name).
     """
-    from fastfn.data import KspaceTransform, SliceDataset, parse_mask_spec
+    from fastfn.data import KspaceTransform, SliceDataset
 
     train_src, val_src, desc = resolve_data_folders(cfg, multicoil)
     challenge = "multicoil" if multicoil else "singlecoil"
-    train_tf = EpochMaskTransform(KspaceTransform(parse_mask_spec(cfg.mask, seed=seed),
+    train_tf = EpochMaskTransform(KspaceTransform(mask_function(cfg.mask, seed=seed),
                                                   crop_size=cfg.crop_size, use_seed=False), seed)
-    val_tf = KspaceTransform(parse_mask_spec(cfg.mask), crop_size=cfg.crop_size, use_seed=True)
+    val_tf = KspaceTransform(mask_function(cfg.mask), crop_size=cfg.crop_size, use_seed=True)
     datasets = []
     for src, tf, rate, what in ((train_src, train_tf, cfg.sample_rate, "training"),
                                 (val_src, val_tf, None, "validation")):
@@ -225,3 +225,53 @@ def build_loaders(cfg: "DataConfig", multicoil: bool, seed: int = 0, dist: Any =
     val = make_loader(val_ds, cfg.val_batch_size or cfg.batch_size, sampler=val_sampler, seed=seed,
                       num_workers=cfg.num_workers, collate_fn=collate)
     return train, val, desc
+
+
+class FixedMaskFunc:
+    """A fixed column mask from a ``.npy`` file (1-D, length W, nonzero = sampled), with
+    the call signature of ``fastfn.data.MaskFunc``: ``(shape, offset, seed) ->
+    (mask (1, W) float32, num_low_frequencies)``. Raises ValueError naming the file when
+    its width does not fit the k-space."""
+
+    def __init__(self, path: str | Path) -> None:
+        import numpy as np
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"mask file {self.path} does not exist")
+        try:
+            arr = np.load(self.path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"mask file {self.path} is not a readable .npy array: {e}") from e
+        arr = np.asarray(arr).squeeze()
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(f"mask file {self.path}: expected a 1-D column mask, got shape "
+                             f"{tuple(np.shape(arr))}")
+        self.mask = torch.from_numpy((arr != 0).astype("float32")).reshape(1, -1)
+        self.rng = np.random.RandomState(0)  # unused: the mask does not vary
+
+    def __repr__(self) -> str:
+        return f"FixedMaskFunc({str(self.path)!r})"
+
+    def __call__(self, shape: Sequence[int], offset: Any = None, seed: Any = None):
+        width = int(shape[-1])
+        if self.mask.shape[-1] != width:
+            raise ValueError(f"mask file {self.path} has {self.mask.shape[-1]} columns but the "
+                             f"k-space has {width} (shape {tuple(shape)})")
+        m = self.mask[0]
+        c = width // 2
+        lo = c
+        while lo > 0 and m[lo - 1] > 0:
+            lo -= 1
+        hi = c
+        while hi < width and m[hi] > 0:
+            hi += 1
+        return self.mask.clone(), hi - lo
+
+
+def mask_function(spec: str, seed: int | None = None):
+    """A mask function from the CLI/config text: a spec such as ``random:4x@0.08``
+    (``fastfn.data.parse_mask_spec``) or the path of a ``.npy`` column mask."""
+    if spec.endswith(".npy"):
+        return FixedMaskFunc(spec)
+    from fastfn.data import parse_mask_spec
+    return parse_mask_spec(spec, seed=seed)

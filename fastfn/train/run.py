@@ -1,0 +1,156 @@
+"""A whole training run, as ``fastfn train`` does it: data, model, checks, trainer, summary.
+
+Nothing is written into the run folder before every check has passed (data found,
+mask fits the data, model runs on a batch, a resumed checkpoint is of this model and
+config), so a bad invocation never overwrites an existing run with garbage.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from fastfn.train.checkpoint import CheckpointError, atomic_write_bytes, check_same_model, load_checkpoint
+from fastfn.train.config import TrainConfig, save_config
+from fastfn.train.distributed import DistInfo, broadcast_object, cleanup, init_distributed
+from fastfn.train.trainer import ExtraLoss, Trainer, seed_everything
+
+RUN_FILES = ("last.pt", "best.pt")
+
+
+def check_batch(batch: Mapping[str, Any], mask_spec: str, what: str) -> None:
+    """Raise ValueError when the batch's mask does not fit its k-space or has no centre."""
+    k, m = batch["masked_kspace"], batch["mask"]
+    fname = batch["fname"][0]
+    if m.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{what} data: mask {mask_spec!r} has {m.shape[-1]} columns but the "
+                         f"k-space of {fname} has {k.shape[-1]}")
+    if batch["target"].numel() == 0:
+        raise ValueError(f"{what} data: {fname} has no target image (a test-set file?); "
+                         f"training and evaluation need fully sampled targets")
+    low = int(batch["num_low_frequencies"].min())
+    if low < 1 or float(m.sum()) < 1:
+        raise ValueError(f"{what} data: mask {mask_spec!r} samples no centre columns of "
+                         f"{fname} (k-space width {k.shape[-1]}); its centre fraction is too "
+                         f"small for this width")
+
+
+def preflight(model: torch.nn.Module, loaders: Iterable[tuple[str, Any]], mask_spec: str,
+              device: torch.device) -> None:
+    """Load one batch of every loader, check it, and run the model on one slice of it."""
+    for what, loader in loaders:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                batch = next(iter(loader))
+        except StopIteration:
+            raise ValueError(f"{what} data yielded no batch") from None
+        except (KeyError, OSError) as e:
+            raise ValueError(f"{what} data: {e}") from e
+        check_batch(batch, mask_spec, what)
+        k = batch["masked_kspace"][:1].to(device)
+        m = batch["mask"][:1].to(device)
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(k, m, crop_size=tuple(batch["target"].shape[-2:]))
+        except RuntimeError as e:
+            raise ValueError(f"{what} data: model {type(model).__name__} cannot run on k-space "
+                             f"{tuple(k.shape)} with mask {tuple(m.shape)}: "
+                             f"{str(e).splitlines()[0]}") from e
+        finally:
+            model.train(was)
+        if out.shape[-2:] != batch["target"].shape[-2:]:
+            raise ValueError(f"model output {tuple(out.shape)} does not match the target "
+                             f"{tuple(batch['target'].shape)}")
+
+
+def check_out_dir(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from (``out/last.pt``), or None for a fresh run.
+
+    Raises ValueError when ``out`` already holds a run and ``resume`` is False, and
+    FileNotFoundError when ``resume`` is True but there is no ``out/last.pt``.
+    """
+    last = out / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: {last} does not exist (nothing to resume)")
+        return last
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing:
+        raise ValueError(f"run folder {out} already holds {', '.join(existing)}; pass --resume "
+                         f"to continue that run, or choose another --out")
+    return None
+
+
+def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
+                 extra_loss: ExtraLoss | None = None, dist: DistInfo | None = None
+                 ) -> dict[str, Any]:
+    """Train ``cfg.model`` into the run folder ``out``; returns the summary (also
+    ``out/summary.json``): the final and best validation metrics, steps and wall time.
+
+    Under torchrun, call it in every process: DDP is set up from the environment.
+    """
+    from fastfn.models import build_model
+    from fastfn.train.data import build_loaders
+
+    out = Path(out)
+    own_dist = dist is None
+    dist = dist or init_distributed(cfg.device)
+    trainer: Trainer | None = None
+    try:
+        resume_from = check_out_dir(out, resume)
+        seed_everything(cfg.seed, cfg.deterministic)
+        model = build_model(cfg.model, **cfg.model_config)
+        if resume_from is not None:  # before anything else: is it this model/config?
+            state = load_checkpoint(resume_from)
+            model_config = _model_config(model, cfg)
+            check_same_model(state, cfg.model, model_config, resume_from)
+            del state
+        model.to(dist.device)
+        # Rank 0 may generate the synthetic default data; the others wait for it.
+        if dist.is_main:
+            loaders = build_loaders(cfg.data, model.multicoil, cfg.seed, dist)
+        broadcast_object(None, dist)
+        if not dist.is_main:
+            loaders = build_loaders(cfg.data, model.multicoil, cfg.seed, dist)
+        train_loader, val_loader, desc = loaders
+        preflight(model, [("training", train_loader), ("validation", val_loader)],
+                  cfg.data.mask, dist.device)
+        trainer = Trainer(model, cfg, train_loader, val_loader, out_dir=out,
+                          extra_loss=extra_loss, dist=dist)
+        if resume_from is not None:
+            trainer.resume(resume_from)
+        if dist.is_main:
+            save_config(cfg, out / "config.yaml")
+            print(f"[fastfn train] {cfg.model} on {desc}; {len(train_loader)} batches/epoch "
+                  f"per rank, world size {dist.world_size}, device {dist.device}, "
+                  f"from step {trainer.step} to {cfg.steps}", flush=True)
+        t0 = time.perf_counter()
+        final = trainer.fit()
+        seconds = time.perf_counter() - t0
+        summary = {"model": cfg.model, "model_config": trainer.model_config,
+                   "steps": trainer.step, "world_size": dist.world_size,
+                   "train_seconds_this_session": seconds, "data": desc,
+                   "final_val": final, "best_val_ssim": trainer.best_ssim,
+                   "checkpoints": {"last": str(out / "last.pt"), "best": str(out / "best.pt")}}
+        if dist.is_main:
+            atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
+        return summary
+    finally:
+        if trainer is not None:
+            trainer.close()
+        if own_dist:
+            cleanup()
+
+
+def _model_config(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+    import dataclasses
+    c = getattr(model, "config", None)
+    return dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(cfg.model_config)
+
+
+__all__ = ["run_training", "preflight", "check_batch", "check_out_dir", "CheckpointError"]
