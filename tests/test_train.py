@@ -37,7 +37,7 @@ def _weights(model):
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
-    cfg = _cfg(panels=0)
+    cfg = _cfg(panels=0, steps=8)  # 6 batches per epoch: the run crosses an epoch
     full = _trainer(cfg, tmp_path / "full")
     full.fit()
     # "killed" after step 5: the last checkpoint is step 4 (mid-epoch: 6 batches/epoch)

@@ -41,7 +41,7 @@ def test_unknown_key_is_named(tmp_path):
 
 @pytest.mark.parametrize("override, key", [
     ({"optim.name": "sgd"}, "optim.name"),
-    ({"loss": "l2"}, "loss"),
+    ({"loss": "huber"}, "loss"),
     ({"steps": 0}, "steps"),
     ({"steps": "many"}, "steps"),
     ({"optim.lr": -1.0}, "optim.lr"),

@@ -104,11 +104,12 @@ def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
     try:
         resume_from = check_out_dir(out, resume)
         seed_everything(cfg.seed, cfg.deterministic)
+        state = load_checkpoint(resume_from) if resume_from is not None else None
+        if state is not None and state["model_name"] != cfg.model:
+            check_same_model(state, cfg.model, {}, resume_from)  # raises, naming both
         model = build_model(cfg.model, **cfg.model_config)
-        if resume_from is not None:  # before anything else: is it this model/config?
-            state = load_checkpoint(resume_from)
-            model_config = _model_config(model, cfg)
-            check_same_model(state, cfg.model, model_config, resume_from)
+        if state is not None:  # before anything is written: is it this model and config?
+            check_same_model(state, cfg.model, _model_config(model, cfg), resume_from)
             del state
         model.to(dist.device)
         # Rank 0 may generate the synthetic default data; the others wait for it.

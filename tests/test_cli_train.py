@@ -1,0 +1,166 @@
+"""`fastfn train` / `fastfn eval` end to end on a tiny synthetic set, and their bad-input paths."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fastfn.cli import build_parser, main
+from fastfn.train import checkpoint as ckpt
+
+TINY_UNET = ["--model", "unet", "--model-config", "chans=2", "--model-config", "num_pool_layers=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A fastMRI-format single-coil set: train/ (3 volumes) and val/ (2), 2 slices, 32 px."""
+    from fastfn.data import write_synthetic_dataset
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_dataset(root / "train", 3, 2, size=32, seed=0)
+    write_synthetic_dataset(root / "val", 2, 2, size=32, seed=1000)
+    return root
+
+
+def _train(data, out, *extra):
+    return main(["train", *TINY_UNET, "--data", str(data), "--out", str(out), "--steps", "2",
+                 "--val-every", "2", "--batch-size", "2", "--no-progress", "--no-tensorboard",
+                 "--panels", "1", *extra])
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "unet"
+    assert _train(data, out) == 0
+    return out
+
+
+def test_train_writes_a_run_and_eval_reproduces_its_validation(run, data, tmp_path):
+    names = {p.name for p in run.iterdir()}
+    assert {"last.pt", "best.pt", "config.yaml", "metrics.jsonl", "train.csv", "val.csv",
+            "summary.json", "panels"} <= names
+    best = ckpt.load_checkpoint(run / "best.pt")
+    assert best["model_name"] == "unet" and best["model_config"]["chans"] == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2
+    # eval of best.pt on the validation folder = the trainer's own validation numbers
+    assert main(["eval", "--ckpt", str(run / "best.pt"), "--data", str(data / "val"),
+                 "--out", str(tmp_path / "ev"), "--panels", "1"]) == 0
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["mask"] == "random:4x@0.08" and report["volumes"] == 2 and report["slices"] == 4
+    for k in ("nmse", "psnr", "ssim"):
+        assert report["model"]["mean"][k] == pytest.approx(best["metrics"][k], rel=1e-6)
+        assert report["zero_filled"]["mean"][k] == pytest.approx(best["metrics"][f"zf_{k}"], rel=1e-6)
+    assert set(report["model"]["per_volume"]) == set(report["zero_filled"]["per_volume"])
+    assert len(list((tmp_path / "ev" / "panels").glob("*.png"))) == 1
+
+
+def test_resume_continues_and_refuses_to_overwrite(run, data, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _train(data, out) == 0
+    before = _snapshot(out)
+    assert _train(data, out) == 2                      # no --resume: refused, nothing touched
+    assert "already holds" in capsys.readouterr().err
+    assert _snapshot(out) == before
+    assert _train(data, out, "--resume", "--steps", "4") == 0
+    assert ckpt.load_checkpoint(out / "last.pt")["step"] == 4
+    vals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in vals if r["split"] == "val"] == [2, 4]
+
+
+def test_resume_with_another_model_or_a_corrupt_checkpoint(data, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _train(data, out) == 0
+    before = _snapshot(out)
+    code = main(["train", "--model", "cascade", "--data", str(data), "--out", str(out),
+                 "--resume", "--steps", "4", "--no-progress"])
+    assert code == 2 and "'unet' model, not 'cascade'" in capsys.readouterr().err
+    code = _train(data, out, "--resume", "--steps", "4", "--model-config", "chans=4")
+    assert code == 2 and "chans: checkpoint 2 vs requested 4" in capsys.readouterr().err
+    assert _snapshot(out) == before
+    (out / "last.pt").write_bytes(b"\x00garbage" * 50)
+    before = _snapshot(out)
+    assert _train(data, out, "--resume", "--steps", "4") == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert _snapshot(out) == before
+    code = main(["eval", "--ckpt", str(out / "last.pt"), "--data", str(data / "val"),
+                 "--out", str(tmp_path / "ev")])
+    assert code == 2 and "corrupt" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
+    code = main(["eval", "--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "ev")])
+    assert code == 2 and "missing.pt does not exist" in capsys.readouterr().err
+
+
+def test_data_folder_without_usable_files(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no volumes here")
+    assert main(["train", *TINY_UNET, "--data", str(empty), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "has no usable .h5" in err and str(empty) in err
+    assert not (tmp_path / "o").exists()
+    bad = tmp_path / "bad"
+    (bad / "train").mkdir(parents=True)
+    (bad / "val").mkdir()
+    (bad / "train" / "broken.h5").write_bytes(b"not hdf5")
+    (bad / "val" / "broken.h5").write_bytes(b"not hdf5")
+    assert main(["train", *TINY_UNET, "--data", str(bad), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    assert "broken.h5" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_mask_that_does_not_fit(data, run, tmp_path, capsys):
+    mask = tmp_path / "mask24.npy"
+    m = np.zeros(24, dtype=np.float32)
+    m[::3] = 1
+    m[10:14] = 1
+    np.save(mask, m)
+    assert _train(data, tmp_path / "o", "--mask", str(mask)) == 2
+    err = capsys.readouterr().err
+    assert "mask24.npy has 24 columns but the k-space has 32" in err
+    assert not (tmp_path / "o").exists()
+    # a spec whose centre fraction gives no centre column at this width
+    assert _train(data, tmp_path / "o", "--mask", "random:4x@0.001") == 2
+    assert "samples no centre columns" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(["eval", "--ckpt", str(run / "best.pt"), "--data", str(data / "val"),
+                 "--mask", str(mask), "--out", str(tmp_path / "ev")]) == 2
+    assert "24 columns" in capsys.readouterr().err and not (tmp_path / "ev").exists()
+    # a fitting .npy mask is accepted
+    m32 = np.zeros(32, dtype=np.float32)
+    m32[::4] = 1
+    m32[14:18] = 1
+    np.save(tmp_path / "mask32.npy", m32)
+    assert main(["eval", "--ckpt", str(run / "best.pt"), "--data", str(data / "val"),
+                 "--mask", str(tmp_path / "mask32.npy"), "--out", str(tmp_path / "ev")]) == 0
+
+
+def test_config_precedence(tmp_path):
+    from fastfn.cli.train import build_config
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("steps: 50\noptim: {lr: 0.01}\nmodel_config: {chans: 8}\n")
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "r"), "--config",
+                                      str(cfg_file), "--set", "optim.lr=0.02", "--set", "steps=60",
+                                      "--steps", "70", "--model-config", "num_pool_layers=2"])
+    cfg = build_config(args)
+    assert cfg.steps == 70 and cfg.optim.lr == pytest.approx(0.02)
+    assert cfg.model_config == {"chans": 8, "num_pool_layers": 2}
+
+
+def test_help_explains_every_option(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name in ("train", "eval"):
+        for action in sub.choices[name]._actions:
+            assert action.help and action.help.strip(), (name, action.option_strings)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--resume" in text and "torchrun" in text and "synthetic default data" in text
