@@ -12,8 +12,10 @@
 """
 from fastfn.train.checkpoint import CheckpointError, load_checkpoint, load_reconstructor, save_checkpoint
 from fastfn.train.config import TrainConfig, load_config
-from fastfn.train.evaluate import EvalResult, evaluate
+from fastfn.train.evaluate import EvalResult, evaluate, evaluate_checkpoint
+from fastfn.train.run import run_training
 from fastfn.train.trainer import Trainer
 
 __all__ = ["Trainer", "TrainConfig", "load_config", "load_reconstructor", "load_checkpoint",
-           "save_checkpoint", "CheckpointError", "evaluate", "EvalResult"]
+           "save_checkpoint", "CheckpointError", "evaluate", "evaluate_checkpoint", "EvalResult",
+           "run_training"]
