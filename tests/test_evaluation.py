@@ -14,6 +14,15 @@ from fastfn.models import build_model
 from test_robust import make_batch
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small models run fastest single-threaded (and a shared CI CPU does not thrash)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_split_mask_specs():
     assert split_mask_specs("random:4x@0.08,random:8x@0.04") == ["random:4x@0.08", "random:8x@0.04"]
     assert split_mask_specs("random:4x@0.08,8x@0.04, equispaced:4x@0.08") == [

@@ -34,6 +34,8 @@ def register(sub) -> None:
     p.add_argument("--pgd-steps", type=int, default=d.attack.pgd_steps,
                    help="evaluation gradient-attack steps")
     p.add_argument("--device", default=d.device)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's); 1 helps on a CPU shared with busy processes")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -48,7 +50,7 @@ def run(args) -> int:
         size=args.size, train_volumes=args.train_volumes, val_volumes=args.val_volumes,
         slices=args.slices, chans=args.chans, pools=args.pools, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, mask=args.mask, eval_masks=args.eval_masks,
-        eval_slices=args.eval_slices, device=args.device, seed=args.seed,
+        eval_slices=args.eval_slices, device=args.device, threads=args.threads, seed=args.seed,
         progress=not args.no_progress,
         robust=dataclasses.replace(d.robust, attack=args.robust_attack, beta=args.robust_beta),
         attack=dataclasses.replace(d.attack, pgd_steps=args.pgd_steps))

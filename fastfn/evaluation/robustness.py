@@ -28,6 +28,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from fastfn.attack.report import wilson_interval
+
 ATTACKS = ("random", "pgd")
 
 
@@ -94,17 +96,6 @@ def split_mask_specs(text: str) -> list[str]:
     return [",".join(g) for g in groups]
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial rate k / n ((0, 1) when n = 0)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
@@ -120,7 +111,15 @@ def _stats(worst: torch.Tensor, info: torch.Tensor, fn: torch.Tensor) -> dict[st
             "mean_worst_nmse": float(w.mean()) if n else math.nan,
             "median_worst_nmse": float(w.median()) if n else math.nan,
             "p90_worst_nmse": float(w.quantile(0.9)) if n else math.nan,
-            "worst_nmse": [float(v) for v in w]}
+            "worst_nmse": [float(v) for v in w],
+            "info_preserved": [bool(v) for v in info]}
+
+
+def fn_rate_at(stats: Mapping[str, Any], threshold: float) -> float:
+    """The FN rate of one result of the protocol at another threshold (from its per-slice
+    worst masked NMSE and information-preserved flags)."""
+    flags = [w >= threshold and i for w, i in zip(stats["worst_nmse"], stats["info_preserved"])]
+    return sum(flags) / len(flags) if flags else math.nan
 
 
 @dataclass
