@@ -57,6 +57,13 @@ TORCH_LIBRARY(fastfn, m) {
         "Tensor? lam, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
 
   // ---- feature family (csrc/features): see features.h ----
+  // Perturbed images (N,R,H,W) and loss-region masks (N,R,H,W) from images (N,H,W),
+  // flat pixel indices (N,R,P) int64 (-1 = padding) and intensities (N,R,P).
+  m.def("insert_features(Tensor images, Tensor index, Tensor values, int ring) -> (Tensor, Tensor)");
+  // One projected (sign or normalised) gradient-ascent step on the intensities,
+  // updating values and perturbed in place.
+  m.def("feature_step(Tensor(a!) perturbed, Tensor(b!) values, Tensor index, Tensor grad, Tensor lo, "
+        "Tensor hi, Tensor step, bool normalize) -> ()");
 }
 
 // The extension is a Python module only so that `import fastfn._C` loads it;

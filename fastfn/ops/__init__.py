@@ -3,6 +3,7 @@
 masked_fft: fft2c, ifft2c, undersample, data_consistency (issue 2).
 features:   insert_features, feature_step (issue 5).
 """
+from fastfn.ops.features import feature_step, insert_features
 from fastfn.ops.masked_fft import data_consistency, fft2c, ifft2c, undersample
 
-__all__ = ["fft2c", "ifft2c", "undersample", "data_consistency"]
+__all__ = ["fft2c", "ifft2c", "undersample", "data_consistency", "insert_features", "feature_step"]
