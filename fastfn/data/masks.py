@@ -206,8 +206,9 @@ class MagicMaskFunc(MaskFunc):
 
 
 class MagicFractionMaskFunc(MagicMaskFunc):
-    """Offset sampling with the acceleration adjusted for the centre, hitting
-    round(W / acceleration) columns (fastMRI's ``MagicMaskFractionFunc``)."""
+    """Offset sampling with the spacing adjusted for the centre, aiming at
+    round(W / acceleration) columns; outer lines that fall inside the centre make it a
+    few fewer (fastMRI's ``MagicMaskFractionFunc``, same behaviour)."""
 
     kind = "magic_fraction"
 

@@ -117,7 +117,10 @@ def inspect_file(path: Union[str, Path], challenge: Optional[str] = None) -> Dic
 
         has_header = "ismrmrd_header" in f
         if has_header:
-            geometry = parse_ismrmrd_header(f["ismrmrd_header"][()], where=str(path))
+            try:
+                geometry = parse_ismrmrd_header(f["ismrmrd_header"][()], where=str(path))
+            except (ValueError, KeyError) as e:  # their messages name the file and the field
+                raise BadFileError(str(e).strip("'\"")) from None
         else:
             rh, rw = (f[target_key].shape[-2:] if target_key else (min(320, H), min(320, W)))
             geometry = {"encoding_size": (H, W, 1), "recon_size": (int(rh), int(rw), 1),
