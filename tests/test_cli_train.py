@@ -164,3 +164,25 @@ def test_help_explains_every_option(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "--resume" in text and "torchrun" in text and "synthetic default data" in text
+
+
+def test_varnet_trains_on_multicoil_data_and_refuses_single_coil(data, tmp_path, capsys):
+    from fastfn.data import write_synthetic_dataset
+    mc = tmp_path / "mc"
+    write_synthetic_dataset(mc / "train", 2, 2, coils=2, size=32, seed=0)
+    write_synthetic_dataset(mc / "val", 1, 2, coils=2, size=32, seed=1000)
+    varnet = ["--model", "varnet"] + [a for kv in ("num_cascades=1", "chans=2", "pools=1",
+                                                   "sens_chans=2", "sens_pools=1")
+                                      for a in ("--model-config", kv)]
+    assert main(["train", *varnet, "--data", str(mc), "--out", str(tmp_path / "v"), "--steps", "1",
+                 "--val-every", "1", "--no-progress", "--no-tensorboard", "--panels", "0"]) == 0
+    val = [json.loads(line) for line in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()
+           if '"val"' in line]
+    assert len(val) == 1 and np.isfinite(val[0]["psnr"]) and np.isfinite(val[0]["zf_psnr"])
+    model, meta = ckpt.load_reconstructor(tmp_path / "v" / "last.pt")
+    assert meta["model_name"] == "varnet" and model.multicoil
+    # single-coil files for a multi-coil model: a clear error, nothing written
+    capsys.readouterr()
+    assert main(["train", *varnet, "--data", str(data), "--out", str(tmp_path / "w"),
+                 "--steps", "1", "--no-progress"]) == 2
+    assert "multicoil" in capsys.readouterr().err and not (tmp_path / "w").exists()
