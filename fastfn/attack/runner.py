@@ -1,0 +1,130 @@
+"""Attack a whole data set: batches through the engine, per-slice records, summary.
+
+The search of each batch stays on the device; per-slice numbers are copied to the
+host once per batch, after the search (they are the output).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from fastfn.attack.engine import AttackConfig, run_attack
+
+
+def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """Seed of batch ``batch_index``'s feature draws: results do not depend on what ran before."""
+    return (seed * 1_000_003 + batch_index * 7919 + 17) % (2 ** 63 - 1)
+
+
+def attack_dataset(model: nn.Module, batches: Iterable[Mapping[str, Any]], cfg: AttackConfig,
+                   method: str = "random", device: str | torch.device = "cpu",
+                   restarts: int | None = None, steps: int | None = None, keep_worst: int = 0,
+                   max_slices: int | None = None, progress: Any = None) -> dict[str, Any]:
+    """Run the attack over ``batches`` (batch dicts of the architecture contract).
+
+    Args:
+        model: the reconstructor (moved to ``device``, put in eval mode during the search).
+        batches: an iterable of batches (e.g. a DataLoader with fastfn.data.collate).
+        cfg, method, restarts, steps: see :func:`fastfn.attack.run_attack`.
+        device: where the search runs.
+        keep_worst: keep images of the K worst slices for the report's panels
+            (one extra, untimed model forward per batch when > 0).
+        max_slices: stop after this many slices.
+        progress: optional object with ``update(n)`` (e.g. tqdm).
+
+    Returns a dict: ``records`` (one dict per slice: fname, slice, worst_nmse,
+    info_mse, info_preserved, fn, feature rows/cols/values), ``summary`` (see
+    :func:`fastfn.attack.report.summarize`), ``worst`` (list of image dicts for panels).
+    """
+    from fastfn.attack.report import summarize
+    device = torch.device(device)
+    model = model.to(device)
+    records: list[dict[str, Any]] = []
+    worst: list[dict[str, Any]] = []
+    seconds, evals, n_features = 0.0, 0, 0
+    for b, batch in enumerate(batches):
+        if max_slices is not None and len(records) >= max_slices:
+            break
+        batch = _to(batch, device)
+        g = torch.Generator(device=device)
+        g.manual_seed(batch_seed(cfg.seed, b))
+        _sync(device)
+        t0 = time.perf_counter()
+        r = run_attack(model, batch, cfg, method=method, generator=g, restarts=restarts, steps=steps)
+        _sync(device)
+        seconds += time.perf_counter() - t0
+        evals += int(r["model_evals"])
+        N = r["worst_nmse"].shape[0]
+        R = restarts or (cfg.random_restarts if method == "random" else cfg.pgd_restarts)
+        n_features += N * R
+        host = {k: r[k].detach().cpu() for k in ("worst_nmse", "info_mse", "info_preserved", "fn", "index", "values")}
+        w = r["target"].shape[-1]
+        for j in range(N):
+            idx = host["index"][j]
+            keep = idx >= 0
+            records.append({
+                "fname": str(batch["fname"][j]) if "fname" in batch else f"batch{b}",
+                "slice": int(batch["slice"][j]) if "slice" in batch else j,
+                "worst_nmse": float(host["worst_nmse"][j]),
+                "info_mse": float(host["info_mse"][j]),
+                "info_preserved": bool(host["info_preserved"][j]),
+                "fn": bool(host["fn"][j]),
+                "feature_rows": (idx[keep] // w).tolist(),
+                "feature_cols": (idx[keep] % w).tolist(),
+                "feature_values": [round(float(v), 7) for v in host["values"][j][keep]],
+            })
+        if keep_worst > 0:
+            worst = _keep_worst(model, batch, r, worst, keep_worst, records[-N:])
+        if progress is not None:
+            progress.update(N)
+    if max_slices is not None:
+        records = records[:max_slices]
+    summary = summarize(records, cfg.threshold)
+    summary.update({"method": method, "model_evals": evals, "attack_seconds": seconds,
+                    "features_evaluated": n_features,
+                    "features_per_second": evals / seconds if seconds > 0 else math.nan,
+                    "slices_per_second": len(records) / seconds if seconds > 0 else math.nan,
+                    "config": asdict(cfg), "device": str(device)})
+    return {"records": records, "summary": summary, "worst": worst}
+
+
+@torch.no_grad()
+def _keep_worst(model: nn.Module, batch: Mapping[str, Any], r: Mapping[str, torch.Tensor],
+                worst: list[dict[str, Any]], k: int, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge this batch's winners into the K worst cases, with the images for a panel."""
+    from fastfn.attack.acquisition import crop_offsets
+    from fastfn.ops import ifft2c
+    floor = min((c["worst_nmse"] for c in worst), default=-math.inf) if len(worst) >= k else -math.inf
+    order = torch.argsort(r["worst_nmse"], descending=True).tolist()
+    pick = [j for j in order if float(r["worst_nmse"][j]) > floor][:k]
+    if not pick:
+        return worst
+    sel = torch.tensor(pick, device=r["target"].device)
+    h, w = r["target"].shape[-2:]
+    k_sel = r["masked_kspace"].index_select(0, sel)
+    mask = batch["mask"].index_select(0, sel)
+    recon = model(k_sel, mask, (h, w)).float()
+    zf = ifft2c(k_sel).abs()
+    if zf.dim() == 4:
+        zf = zf.pow(2).sum(1).sqrt()
+    top, left = crop_offsets(tuple(zf.shape[-2:]), (h, w))
+    zf = zf[..., top:top + h, left:left + w]
+    for n, j in enumerate(pick):
+        worst.append({**recs[j], "target_img": r["target"][j].cpu(), "region_img": r["region"][j].cpu(),
+                      "zero_filled_img": zf[n].cpu(), "recon_img": recon[n].cpu()})
+    worst.sort(key=lambda c: -c["worst_nmse"])
+    return worst[:k]
