@@ -208,6 +208,8 @@ class _MetadataCache:
                 entries = {**on_disk.get("entries", {}), **entries}
         except (OSError, ValueError):
             pass
+        # Forget files that no longer exist (temporary folders, moved data sets).
+        entries = {k: v for k, v in entries.items() if os.path.exists(k)}
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w") as f:
