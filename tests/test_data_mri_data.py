@@ -275,3 +275,17 @@ def test_sampler_from_dataset(synth):
     assert 1 <= len(names) <= 2
     with pytest.raises(ValueError, match="rank 2 not in"):
         VolumeDistributedSampler(ds, num_replicas=2, rank=2)
+
+
+def test_multicoil_synthetic_sens_and_labels(tmp_path):
+    write_synthetic_dataset(tmp_path, volumes=1, slices=3, coils=3, size=40, seed=2,
+                            crop_size=32, annotations=False)
+    ds = SliceDataset(tmp_path, KspaceTransform(RandomMaskFunc([0.1], [4])), metadata_cache=False)
+    with h5py.File(tmp_path / "synth_knee_s2_000.h5", "r") as f:
+        sens, labels = f["fastfn_sens"][()], f["fastfn_labels"][()]
+    batch = collate([ds[0], ds[2]])
+    assert batch["sens"].shape == (2, 3, 40, 40) and batch["sens"].dtype == torch.complex64
+    np.testing.assert_array_equal(batch["sens"][1].numpy(), sens)
+    np.testing.assert_array_equal(batch["labels"][1].numpy(), labels[2, 4:36, 4:36])
+    assert batch["target"].shape == (2, 32, 32) and batch["zero_filled"].shape == (2, 32, 32)
+    assert ds.num_opens == 1

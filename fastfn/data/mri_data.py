@@ -324,6 +324,7 @@ class SliceDataset(torch.utils.data.Dataset):
             self.raw_samples = [s for s in self.raw_samples if str(s.fname) in chosen]
 
         self._handles: "OrderedDict[Path, h5py.File]" = OrderedDict()
+        self._sens: Dict[Path, np.ndarray] = {}  # coil maps: one per volume, read once
         self._pid = os.getpid()
         self.num_opens = 0  # files opened by this process (for tests and diagnostics)
 
@@ -347,6 +348,7 @@ class SliceDataset(torch.utils.data.Dataset):
             # A forked worker: the parent's handles must not be shared; drop (do not
             # close) them and open our own.
             self._handles = OrderedDict()
+            self._sens = {}
             self._pid = os.getpid()
             self.num_opens = 0
         f = self._handles.get(path)
@@ -358,7 +360,9 @@ class SliceDataset(torch.utils.data.Dataset):
             self.num_opens += 1
             self._handles[path] = f
             while len(self._handles) > self.max_open_files:
-                self._handles.popitem(last=False)[1].close()
+                old, handle = self._handles.popitem(last=False)
+                handle.close()
+                self._sens.pop(old, None)
         else:
             self._handles.move_to_end(path)
         return f
@@ -369,10 +373,12 @@ class SliceDataset(torch.utils.data.Dataset):
             for f in self._handles.values():
                 f.close()
         self._handles = OrderedDict()
+        self._sens = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_handles"] = OrderedDict()
+        state["_sens"] = {}
         state["_pid"] = None
         return state
 
@@ -397,7 +403,9 @@ class SliceDataset(torch.utils.data.Dataset):
         if meta["has_labels"]:
             attrs["labels"] = self._read(f, path, "fastfn_labels", s)
         if meta["has_sens"]:
-            attrs["sens"] = self._read(f, path, "fastfn_sens", slice(None))
+            if path not in self._sens:
+                self._sens[path] = self._read(f, path, "fastfn_sens", slice(None))
+            attrs["sens"] = self._sens[path]
         if self.transform is None:
             return RawSlice(kspace, mask, target, attrs, path.name, s)
         return self.transform(kspace, mask, target, attrs, path.name, s)

@@ -37,7 +37,8 @@ def rss(x: torch.Tensor, dim: int = -3) -> torch.Tensor:
 
 
 def complex_abs_rss(image: torch.Tensor, multicoil: bool) -> torch.Tensor:
-    """Magnitude of a complex image (H, W), or the RSS over coils of (C, H, W) (..., H, W)."""
+    """Magnitude of a complex image (..., H, W); multi-coil: root-sum-of-squares over the
+    coil dim of (..., C, H, W)."""
     if multicoil:
         return torch.sqrt((image.real ** 2 + image.imag ** 2).sum(-3))
     return image.abs()
