@@ -145,6 +145,26 @@ def test_compile_fullgraph():
     torch.testing.assert_close(compiled(images, idx, vals), fn(images, idx, vals))
 
 
+def test_compile_fullgraph_feature_step():
+    N, R, P, H, W = 2, 2, 3, 6, 6
+    images = torch.rand(N, H, W)
+    idx = torch.tensor([[[0, 7, 14], [3, 9, -1]], [[35, 1, 2], [20, 21, 22]]])
+    vals = torch.rand(N, R, P) * (idx >= 0)
+    grad = torch.randn(N, R, H, W)
+    lo, hi, step = torch.zeros(N, R), torch.ones(N, R), torch.full((N, R), 0.3)
+
+    def fn(pert, vals):
+        torch.ops.fastfn.feature_step(pert, vals, idx, grad, lo, hi, step, False)
+        return pert * 2
+
+    pert = insert_features(images, idx, vals)[0]
+    p1, v1 = pert.clone(), vals.clone()
+    out = torch.compile(fn, fullgraph=True, backend="aot_eager")(p1, v1)
+    exp_p, exp_v = ref.feature_step(pert, vals, idx, grad, lo, hi, step)
+    torch.testing.assert_close(v1, exp_v)
+    torch.testing.assert_close(out, 2 * exp_p)
+
+
 @pytest.mark.parametrize("bad, msg", [
     (lambda im, i, v: (im, i.clone().fill_(10 ** 6), v), "outside the image"),
     (lambda im, i, v: (im, torch.where(i == i[0, 0, 0], -7, i), v), "outside the image"),

@@ -19,6 +19,7 @@ from fastfn.attack.acquisition import Acquisition, estimate_sens, from_batch
 from fastfn.attack.engine import METHODS, AttackConfig, Candidates, Scorer, pgd, random_search, refine, run_attack
 from fastfn.attack.features import FAMILIES, FeatureConfig, draw_supports, placement_region
 from fastfn.attack.runner import attack_dataset
+from fastfn.ops import insert_features
 
 __all__ = ["AttackConfig", "FeatureConfig", "FAMILIES", "METHODS", "Acquisition", "from_batch", "estimate_sens",
            "run_attack", "attack_dataset", "random_search", "pgd", "refine", "Scorer", "Candidates",
@@ -52,16 +53,11 @@ def apply_feature(batch: Mapping[str, Any], index: torch.Tensor, values: torch.T
     Returns the perturbed ``target`` and its ``region`` (N, h, w), the simulated
     ``masked_kspace`` and the ``zero_filled`` magnitude (N, h, w) of that acquisition.
     """
-    from fastfn.ops import insert_features
     acq = from_batch(batch)
     t = acq.targets
     pert, reg = insert_features(t, index[:, None].contiguous(), values[:, None].to(t.dtype).contiguous(), ring)
     delta = pert[:, 0] - t
-    k = acq.simulate(delta)
-    zf = acq.zero_filled_change(delta)
-    H, W = acq.zero_filled.shape[-2:]
-    from fastfn.attack.acquisition import crop_offsets
-    top, left = crop_offsets((H, W), tuple(t.shape[-2:]))
-    base = acq.zero_filled.abs() if not acq.multicoil else acq.zero_filled.abs().pow(2).sum(-3).sqrt()
-    base = base[..., top:top + t.shape[-2], left:left + t.shape[-1]]
-    return {"target": pert[:, 0], "region": reg[:, 0], "masked_kspace": k, "zero_filled": base + zf}
+    with torch.no_grad():
+        k = acq.simulate(delta)
+        zf = acq.zero_filled_magnitude() + acq.zero_filled_change(delta)
+    return {"target": pert[:, 0], "region": reg[:, 0], "masked_kspace": k, "zero_filled": zf}

@@ -114,6 +114,15 @@ class Acquisition:
         return diff[..., top:top + h, left:left + w]
 
 
+    def zero_filled_magnitude(self) -> torch.Tensor:
+        """|ZF(x)| (RSS over coils) of the measurement, centre-cropped to the targets: (B, h, w)."""
+        mag = _rss(self.zero_filled) if self.multicoil else self.zero_filled.abs()
+        H, W = mag.shape[-2:]
+        h, w = self.crop
+        top, left = crop_offsets((H, W), (h, w))
+        return mag[..., top:top + h, left:left + w]
+
+
 def _phase(rho: torch.Tensor, rel_floor: float = 1e-4) -> torch.Tensor:
     """e^{i angle(rho)} of a complex image (B, H, W); 1 where |rho| is below
     ``rel_floor`` times its maximum (empty background: the angle is rounding noise)."""

@@ -262,10 +262,14 @@ def refine(score: Scorer, targets: torch.Tensor, cfg: AttackConfig, best: Candid
 
 
 @torch.no_grad()
-def info_preserved(acq: Acquisition, targets: torch.Tensor, best: Candidates, ring: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N,) zero-filled MSE inside T relative to max(target)^2, and the flag >= threshold
-    is left to the caller. best: R = 1 candidates."""
+def information_change(acq: Acquisition, targets: torch.Tensor, best: Candidates, ring: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """How visible each slice's feature is in the undersampled data (METHOD.md section 5).
+
+    best: R = 1 candidates. Returns (N,) the MSE inside T between the zero-filled
+    magnitude images with and without the feature, relative to max(target)^2, and
+    the perturbed targets (N, h, w).
+    """
     pert, reg = insert_features(targets, best.index, best.values, ring)
     delta = (pert - targets[:, None])[:, 0]
     change = acq.zero_filled_change(delta)
@@ -312,7 +316,7 @@ def run_attack(model: nn.Module, batch: Mapping[str, Any], cfg: AttackConfig, me
         best = cands.best()
         if method == "pgd+refine":
             best = refine(score, targets, cfg, best, region)
-        info_mse, pert = info_preserved(acq, targets, best, cfg.ring)
+        info_mse, pert = information_change(acq, targets, best, cfg.ring)
         _, reg = insert_features(targets, best.index, best.values, cfg.ring)
         worst = best.nmse[:, 0]
         info = info_mse >= cfg.info_threshold
