@@ -3,7 +3,6 @@ VolumeDistributedSampler."""
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import h5py

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from fastfn.data.h5io import TARGET_KEYS, _umask, parse_ismrmrd_header
+from fastfn.data.paths import cache_dir
 
 __all__ = ["SliceDataset", "RawSample", "RawSlice", "inspect_file", "BadFileError"]
 
@@ -283,7 +284,6 @@ class SliceDataset(torch.utils.data.Dataset):
         self.skipped: List[Tuple[Path, str]] = []
 
         if metadata_cache is True:
-            from fastfn.data.synthetic import cache_dir
             cache_path: Optional[Path] = cache_dir() / "metadata_cache.json"
         elif metadata_cache:
             cache_path = Path(metadata_cache)

@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from fastfn.data.acquisition import center_crop_np, simulate_kspace
 from fastfn.data.h5io import _umask, ismrmrd_header, write_fastmri_h5
+from fastfn.data.paths import cache_dir
 from fastfn.data.phantom import LABEL_IDS, LABELS, knee_volume
 
 GENERATOR_VERSION = 1
@@ -145,12 +146,6 @@ def write_synthetic_dataset(out: str | os.PathLike, volumes: int, slices: int,
     if annotations:
         write_annotation_csv(out / "annotations.csv", rows)
     return paths
-
-
-def cache_dir() -> Path:
-    """fastfn's cache folder: ``$FASTFN_CACHE`` or ``~/.cache/fastfn``."""
-    env = os.environ.get("FASTFN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fastfn"
 
 
 #: Default sets: (volumes, slices, seed) per split.
