@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from fastfn.train import checkpoint as ckpt
+from test_train_support import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _state(model_name="unet", model_config=None, **extra):

@@ -9,6 +9,9 @@ import torch
 
 from fastfn.cli import build_parser, main
 from fastfn.train import checkpoint as ckpt
+from test_train_support import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_UNET = ["--model", "unet", "--model-config", "chans=2", "--model-config", "num_pool_layers=1"]
 
@@ -36,7 +39,12 @@ def _snapshot(folder):
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "unet"
-    assert _train(data, out) == 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # module-scoped: set up before the one_thread fixture
+    try:
+        assert _train(data, out) == 0
+    finally:
+        torch.set_num_threads(before)
     return out
 
 

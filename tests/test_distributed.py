@@ -15,7 +15,9 @@ from fastfn.train.config import TrainConfig
 from fastfn.train.data import make_loader
 from fastfn.train.distributed import DistInfo, init_distributed, cleanup
 from fastfn.train.trainer import Trainer, seed_everything
-from test_train_support import ToyRecon, ToySlices, collate
+from test_train_support import ToyRecon, ToySlices, collate, one_thread  # noqa: F401  (one_thread: fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GLOBAL_BATCH = 4
 STEPS = 3

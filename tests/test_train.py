@@ -13,7 +13,9 @@ from fastfn.train.config import TrainConfig
 from fastfn.train.data import make_loader
 from fastfn.train.logging import read_jsonl
 from fastfn.train.trainer import Trainer, amp_dtype, build_optimizer, seed_everything
-from test_train_support import ToyRecon, ToySlices, collate
+from test_train_support import ToyRecon, ToySlices, collate, one_thread  # noqa: F401  (one_thread: fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -5,6 +5,7 @@ No tests here; the trainer, checkpoint, distributed and CLI tests import it.
 """
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset, default_collate
@@ -76,3 +77,13 @@ class ToySlices(Dataset):
 
 
 collate = default_collate
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with one torch thread (on a busy 2-core machine several threads
+    oversubscribe it and are many times slower); restores the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

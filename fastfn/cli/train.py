@@ -84,6 +84,9 @@ def register(sub) -> None:
     g.add_argument("--deterministic", action="store_true", default=None,
                    help="torch.use_deterministic_algorithms (slower on GPU)")
     g.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest on a "
+                        "busy machine)")
     g = p.add_argument_group("validation and logging")
     g.add_argument("--val-every", type=int, metavar="N", help="validate every N steps")
     g.add_argument("--ckpt-every", type=int, metavar="N",
@@ -106,6 +109,7 @@ FLAG_KEYS = {
     "synth_size": "data.synth_size", "steps": "steps", "optimizer": "optim.name",
     "lr": "optim.lr", "schedule": "sched.name", "loss": "loss", "grad_clip": "grad_clip",
     "amp": "amp", "seed": "seed", "deterministic": "deterministic", "device": "device",
+    "threads": "threads",
     "val_every": "val_every", "ckpt_every": "ckpt_every", "val_max_batches": "val_max_batches",
     "log_every": "log_every", "panels": "panels",
 }

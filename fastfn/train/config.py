@@ -93,6 +93,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads (torch.set_num_threads); None: torch's default
     panels: int = 4  # validation slices drawn as PNG panels at each validation
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     progress: bool = True  # tqdm progress bar
@@ -123,6 +124,8 @@ class TrainConfig:
         if not 0.0 < self.data.sample_rate <= 1.0:
             raise ValueError(f"config key 'data.sample_rate' must be in (0, 1], "
                              f"got {self.data.sample_rate}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"config key 'threads' must be >= 1 or null, got {self.threads}")
         if self.data.num_workers < 0:
             raise ValueError(f"config key 'data.num_workers' must be >= 0, "
                              f"got {self.data.num_workers}")

@@ -103,6 +103,8 @@ def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
     trainer: Trainer | None = None
     try:
         resume_from = check_out_dir(out, resume)
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed, cfg.deterministic)
         state = load_checkpoint(resume_from) if resume_from is not None else None
         if state is not None and state["model_name"] != cfg.model:
