@@ -48,6 +48,10 @@ def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, tiny_cfg, capsys):
         assert (out / name / "last.pt").is_file()
     for f in on_disk["figures"]:
         assert (tmp_path / "demo" / "evaluation" / f.split("/")[-1]).is_file()
+    lesions = json.loads((out / "evaluation" / "lesions.json").read_text())
+    assert lesions["n_boxes"] > 0 and lesions["unmatched_boxes"] == 0
+    assert on_disk["lesions"] == {label: {m: v["nmse_pooled"] for m, v in per.items()}
+                                  for label, per in lesions["labels"].items()}
     printed = capsys.readouterr().out
     assert "| random:4x@0.08 | robust |" in printed
     assert str(out / "evaluation" / "robustness.md") in printed.splitlines()[-1]

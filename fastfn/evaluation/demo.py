@@ -8,7 +8,8 @@ Stages (each with its own progress bar):
    the FNAF term of :mod:`fastfn.train.robust`;
 4. evaluate both with :func:`fastfn.evaluation.robustness.evaluate_robustness`
    (clean metrics, random search and gradient attack on the same slices and
-   feature draws) and write the report.
+   feature draws) and :func:`fastfn.evaluation.lesions.evaluate_lesions` (error
+   inside the synthetic data's annotated menisci and cartilage) and write the report.
 
 ``out/summary.json`` holds the headline numbers and whether the targets were met
 (robust FN rate under the gradient attack at most half the standard one; clean
@@ -48,6 +49,9 @@ class DemoConfig:
         robust: robust training settings (its ``seed`` differs from the evaluation's).
         attack: the evaluation attack budget.
         device: "auto", "cpu" or "cuda".
+        engine: feature search: "attack" (:mod:`fastfn.attack`), "ops" (the
+            :class:`fastfn.train.robust.OpsFeatureSearch` on the fastfn ops) or "auto"
+            (``fastfn.train.robust.default_engine()``).
         threads: CPU threads of torch (None: torch's default); 1 is much faster on a
             CPU shared with other busy processes (no OpenMP spin-waiting).
     """
@@ -70,6 +74,7 @@ class DemoConfig:
         size=(10, 10), random_restarts=11, pgd_restarts=4, pgd_steps=5, pgd_step_size=0.2))
     device: str = "auto"
     threads: int | None = None
+    engine: str = "auto"
     seed: int = 0
     progress: bool = True
 
@@ -78,6 +83,18 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _engine(name: str) -> Any:
+    from fastfn.train.robust import OpsFeatureSearch, default_engine
+    if name == "auto":
+        return default_engine()
+    if name == "ops":
+        return OpsFeatureSearch()
+    if name == "attack":
+        import fastfn.attack
+        return fastfn.attack
+    raise ValueError(f"demo: engine must be 'auto', 'attack' or 'ops', got {name!r}")
 
 
 def synthetic_folders(cfg: DemoConfig) -> tuple[Path, Path]:
@@ -131,9 +148,11 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None, *, engine:
              ) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns (and writes) ``summary.json``'s content.
 
-    ``engine``: the attack engine (default ``fastfn.train.robust.default_engine()``).
+    ``engine``: the feature-search engine object (default: chosen by ``cfg.engine``).
     """
     cfg = cfg or DemoConfig()
+    if engine is None:
+        engine = _engine(cfg.engine)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(out)
@@ -154,11 +173,19 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None, *, engine:
         [std["checkpoint"], rob["checkpoint"]], val_dir, cfg.eval_masks, out / "evaluation",
         settings=cfg.attack, max_slices=cfg.eval_slices, batch_size=max(cfg.batch_size, 4),
         device=_device(cfg.device), progress=cfg.progress, names=["standard", "robust"], engine=engine)
+    from fastfn.evaluation.lesions import evaluate_lesions
+    lesions = evaluate_lesions([std["checkpoint"], rob["checkpoint"]], val_dir, out / "evaluation",
+                               mask=split_mask_specs(cfg.eval_masks)[0],
+                               names=["standard", "robust"], device=_device(cfg.device))
     summary = summarize(report, std, rob, cfg, time.perf_counter() - t_start, out)
+    summary["lesions"] = {label: {m: v["nmse_pooled"] for m, v in per_model.items()}
+                          for label, per_model in lesions["labels"].items()}
     from fastfn.train.checkpoint import atomic_write_bytes
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     table = (out / "evaluation" / "robustness.md").read_text()
     print("\n" + table)
+    print("Error inside the annotated anatomy boxes (synthetic annotations.csv):")
+    print((out / "evaluation" / "lesions.md").read_text())
     print(_headline(summary))
     print(f"[demo] report: {out / 'evaluation' / 'robustness.md'} (figures beside it); "
           f"headline numbers: {out / 'summary.json'}", flush=True)

@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -253,3 +253,41 @@ def lesion_table(result: dict) -> str:
             lines.append(f"| {label} | {name} | {m['n_boxes']} | {fmt(m['nmse'], '.4g')} | "
                          f"{fmt(m['nmse_pooled'], '.4g')} | {fmt(m['ssim'], '.4f')} |")
     return "\n".join(lines) + "\n"
+
+
+def evaluate_lesions(models: Sequence[Any], data: str | Path | None, out: str | Path, *,
+                     annotations: str | Path | None = None, mask: str = "random:4x@0.08",
+                     y_origin: str = "bottom", names: Sequence[str] | None = None,
+                     batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
+    """:func:`lesion_metrics` over a data folder for checkpoints or (name, model) pairs;
+    writes ``lesions.json`` and ``lesions.md`` into ``out`` and returns the result.
+
+    ``annotations`` defaults to ``DATA/annotations.csv`` (the synthetic generator
+    writes one); ``data`` None is the synthetic validation set.
+    """
+    import json
+
+    from fastfn.data import KspaceTransform, SliceDataset, collate, default_data, parse_mask_spec
+    from fastfn.evaluation.robustness import _load_models
+    from fastfn.train.checkpoint import atomic_write_bytes
+    root = Path(data) if data is not None else default_data("val")
+    csv_path = Path(annotations) if annotations is not None else root / "annotations.csv"
+    boxes = read_annotations(csv_path, y_origin=y_origin)
+    loaded = _load_models(models, names, torch.device(device))
+    wanted = {(b.file, b.slice) for b in boxes}
+    ds = SliceDataset(root, transform=KspaceTransform(parse_mask_spec(mask), use_seed=True))
+    idx = [i for i, r in enumerate(ds.raw_samples)
+           if (volume_key(str(r.fname)), int(r.slice_ind)) in wanted]  # only annotated slices
+
+    def batches():
+        for s in range(0, len(idx), batch_size):
+            yield collate([ds[i] for i in idx[s:s + batch_size]])
+
+    result = lesion_metrics(loaded, batches(), boxes, device=device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "lesions.json", json.dumps(
+        {**result, "annotations": str(csv_path), "mask": mask, "models": list(loaded)},
+        indent=2).encode())
+    atomic_write_bytes(out / "lesions.md", lesion_table(result).encode())
+    return result

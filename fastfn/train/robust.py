@@ -192,10 +192,11 @@ def adversarial_examples(model: nn.Module, batch: Mapping[str, Any], config: Rob
     lo, hi = config.size_at(step)
     was_training = model.training
     try:
-        return engine.search_features(model, batch, method=config.attack, family=config.family,
-                      size=(lo, hi), intensity=config.intensity, restarts=config.restarts,
-                      steps=config.pgd_steps if config.attack == "pgd" else 0,
-                      step_size=config.pgd_step_size, ring=config.ring, generator=generator)
+        return engine.search_features(
+            model, batch, method=config.attack, family=config.family, size=(lo, hi),
+            intensity=config.intensity, restarts=config.restarts,
+            steps=config.pgd_steps if config.attack == "pgd" else 0,
+            step_size=config.pgd_step_size, ring=config.ring, generator=generator)
     finally:
         model.train(was_training)
 
