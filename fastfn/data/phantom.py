@@ -187,8 +187,11 @@ def knee_volume(rng: np.random.Generator, slices: int, size: int) -> Tuple[np.nd
 
     # Trabecular bone: dark thin lines at the zero crossings of band-passed noise, the
     # noise rotating slowly between two fields along the volume (smooth in slices).
-    t0 = _bandpass_noise(rng, size, cycles=size / 9, width=size / 40)
-    t1 = _bandpass_noise(rng, size, cycles=size / 9, width=size / 40)
+    # ~36 trabecular cycles per FOV at 320 (9 px); at small matrices a 5 px period,
+    # the finest texture the grid shows well.
+    cycles = min(size / 5, 36.0)
+    t0 = _bandpass_noise(rng, size, cycles=cycles, width=cycles / 4.5)
+    t1 = _bandpass_noise(rng, size, cycles=cycles, width=cycles / 4.5)
     m0 = _bandpass_noise(rng, size, cycles=3, width=2)
     m1 = _bandpass_noise(rng, size, cycles=3, width=2)
     marrow = (labels == LABEL_IDS["femur_marrow"]) | (labels == LABEL_IDS["tibia_marrow"])

@@ -26,7 +26,7 @@ from fastfn.data.h5io import _umask, ismrmrd_header, write_fastmri_h5
 from fastfn.data.paths import cache_dir
 from fastfn.data.phantom import LABEL_IDS, LABELS, knee_volume
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Labels that :func:`annotation_rows` boxes, with the fastMRI+-style label text.
 ANNOTATED = {"medial_meniscus": "Meniscus", "lateral_meniscus": "Meniscus",
              "femoral_cartilage": "Cartilage", "tibial_cartilage": "Cartilage"}
