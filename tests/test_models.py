@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastfn.models import (MODEL_NAMES, CascadeNet, Reconstructor, Unet, UnetReconstructor, VarNet,
+from fastfn.models import (MODEL_NAMES, CascadeNet, Reconstructor, Unet, UnetReconstructor,
                            build_model, make_config, model_spec, wrap)
 from fastfn.models.varnet import acs_mask
 
