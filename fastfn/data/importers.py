@@ -63,7 +63,8 @@ def _npz_array(path: Path, key: Optional[str], preferred: Sequence[str]) -> Tupl
 
 
 def _dicom_files(folder: Path) -> List[Path]:
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in sorted(folder.iterdir())
+             if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"]
     if not files:
         raise FileNotFoundError(f"{folder}: empty folder, expected a DICOM series")
     return files

@@ -100,6 +100,7 @@ def apply_mask(kspace: torch.Tensor, mask_func: MaskFunc, seed=None, offset: Opt
     """
     mask, num_low = mask_func(kspace.shape, offset=offset, seed=seed)
     if padding is not None:
+        mask = mask.clone()  # a mask function may hand out a shared tensor
         mask[..., :padding[0]] = 0
         mask[..., padding[1]:] = 0
     return kspace * mask + 0.0, mask, num_low
