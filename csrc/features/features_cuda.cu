@@ -3,9 +3,11 @@
 // insert: one thread per feature pixel (N*R*P); pixels of one feature may repeat,
 // so intensities are added atomically; ring marks are idempotent stores of 1.
 // step: one block per feature (N*R), a block reduction for the normalised mode.
-#include <ATen/cuda/CUDAContext.h>
+// (c10's stream header, not ATen/cuda/CUDAContext.h: that one pulls in cuSPARSE
+// headers, which a toolkit without the math libraries lacks.)
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
@@ -79,7 +81,7 @@ std::tuple<at::Tensor, at::Tensor> insert_features_cuda(const at::Tensor& images
   check_index_values_cuda(idx, H * W, "insert_features");
   const int64_t n_pixels = idx.numel();
   const int blocks = static_cast<int>((n_pixels + kThreads - 1) / kThreads);
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(images.scalar_type(), "insert_features_cuda", [&] {
     insert_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(idx.data_ptr<int64_t>(), val.data_ptr<scalar_t>(),
                                                             out.data_ptr<scalar_t>(), region.data_ptr<scalar_t>(),
@@ -148,7 +150,7 @@ void feature_step_cuda(at::Tensor& perturbed, at::Tensor& values, const at::Tens
   const int64_t P = index.size(2);
   int threads = 32;
   while (threads < P && threads < kThreads) threads <<= 1;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(perturbed.scalar_type(), "feature_step_cuda", [&] {
     step_kernel<scalar_t><<<static_cast<unsigned>(F), threads, 0, stream>>>(
         perturbed.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(), index.data_ptr<int64_t>(),
