@@ -171,3 +171,46 @@ def test_collate_errors():
     b = KspaceTransform(crop_size=10)(rand_kspace(16, 20), None, None, {}, "b.h5", 0)
     with pytest.raises(ValueError, match="'zero_filled' sizes differ"):
         collate([a, b])
+
+
+# fastMRI 0.3.0's UnetDataTransform and VarNetDataTransform (pip install --no-deps fastmri,
+# pandas/requests stubbed) on the inputs of _fastmri_inputs(): RandomMaskFunc([0.1], [3]),
+# fname "vol_a.h5", attrs padding 2..18 and recon 16 x 16. Values: the top-left 3 x 3 of the
+# normalised image and target, the image mean/std, the VarNet (padding-aware) mask columns.
+FASTMRI_UNET = {
+    "single": {"image": [[2.023018, 2.272245, 0.405908], [-0.833977, 0.059167, 0.306955], [-1.737052, -1.196231, -0.569041]],
+               "target": [[6.0, 3.042553, 6.0], [2.482456, 1.057908, 4.360784], [2.131788, 1.07563, 0.527462]],
+               "mean": 0.47359344, "std": 0.2379884,
+               "varnet_mask_columns": [5, 9, 10], "num_low": 2},
+    "multi": {"image": [[-0.429306, -0.147085, -0.106331], [-0.099061, -1.095188, 0.206906], [1.516699, 0.237945, -0.717211]],
+               "target": [[-0.850548, -1.123863, 1.395275], [5.402983, 3.6886, 1.834843], [0.2932, 2.667968, 4.993891]],
+               "mean": 0.91875046, "std": 0.24771672,
+               "varnet_mask_columns": [5, 9, 10], "num_low": 2},
+}
+
+
+def _fastmri_inputs():
+    rng = np.random.default_rng(123)
+    out = {}
+    for name, shape in (("single", (24, 20)), ("multi", (3, 24, 20))):
+        k = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+        target = np.abs(rng.standard_normal((16, 16))).astype(np.float32) + 0.5
+        out[name] = (k, target)
+    return out
+
+
+@pytest.mark.parametrize("name", ["single", "multi"])
+def test_matches_fastmri_unet_and_varnet_transforms(name):
+    k, target = _fastmri_inputs()[name]
+    ref = FASTMRI_UNET[name]
+    attrs = {"max": 3.0, "padding_left": 2, "padding_right": 18, "recon_size": (16, 16, 1)}
+    # fastMRI's U-Net transform ignores the padding; its VarNet transform honours it.
+    s = KspaceTransform(RandomMaskFunc([0.1], [3]), use_padding=False)(k, None, target, attrs, "vol_a.h5", 2)
+    out = UnetNormalize()(s["zero_filled"], s["target"])
+    np.testing.assert_allclose(out["image"][:3, :3].numpy(), ref["image"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["target"][:3, :3].numpy(), ref["target"], rtol=1e-4, atol=1e-5)
+    assert out["mean"].item() == pytest.approx(ref["mean"], rel=1e-5)
+    assert out["std"].item() == pytest.approx(ref["std"], rel=1e-5)
+    v = KspaceTransform(RandomMaskFunc([0.1], [3]))(k, None, target, attrs, "vol_a.h5", 2)
+    assert np.flatnonzero(v["mask"][0].numpy()).tolist() == ref["varnet_mask_columns"]
+    assert v["num_low_frequencies"].item() == ref["num_low"]
