@@ -131,7 +131,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path, *, data: str | 
     mask = mask or trained.get("mask") or "random:4x@0.08"
     if data is None:
         synth = dict(size=trained.get("synth_size", 320), slices=trained.get("synth_slices"),
-                     coils=trained.get("synth_coils", 4) if model.multicoil else None)
+                     coils=trained.get("synth_coils", 4) if model.multicoil else None,
+                     volumes=trained.get("synth_val_volumes") if split == "val" else None)
         src = default_data(split, **synth)
     else:
         src = Path(data).expanduser()
