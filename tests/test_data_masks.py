@@ -146,3 +146,20 @@ def test_parse_mask_spec_errors(spec, fragment):
 def test_mismatched_pairs_rejected():
     with pytest.raises(ValueError, match="2 center_fractions but 1 accelerations"):
         RandomMaskFunc([0.08, 0.04], [4])
+
+
+# fastMRI 0.3.0, allow_any_combination=True, fractions [0.08, 0.04], accelerations [4, 8],
+# shape (1, 64, 100, 2), seed tuple(map(ord, "any.h5")): (num_low_frequencies, columns).
+FASTMRI_ANY_COMBINATION = {
+    "random": (4, [0, 1, 2, 8, 10, 11, 12, 20, 23, 26, 27, 29, 34, 38, 48, 49, 50, 51, 52, 57,
+                   59, 70, 71, 75, 77, 80, 91, 93, 96]),
+    "equispaced_fraction": (4, [3, 8, 12, 17, 21, 26, 30, 35, 40, 44, 48, 49, 50, 51, 53, 58,
+                                62, 67, 72, 76, 81, 85, 90, 94]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FASTMRI_ANY_COMBINATION))
+def test_any_combination_equals_fastmri(kind):
+    func = MASK_TYPES[kind]([0.08, 0.04], [4, 8], allow_any_combination=True)
+    mask, n = func(100, seed=volume_seed("any.h5"))
+    assert (n, np.flatnonzero(mask[0].numpy()).tolist()) == FASTMRI_ANY_COMBINATION[kind]
