@@ -194,3 +194,18 @@ def test_varnet_trains_on_multicoil_data_and_refuses_single_coil(data, tmp_path,
     assert main(["train", *varnet, "--data", str(data), "--out", str(tmp_path / "w"),
                  "--steps", "1", "--no-progress"]) == 2
     assert "multicoil" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+def test_no_data_uses_the_synthetic_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTFN_CACHE", str(tmp_path / "cache"))
+    synth = ["--synth-size", "32", "--set", "data.synth_volumes=2",
+             "--set", "data.synth_val_volumes=1", "--set", "data.synth_slices=2"]
+    assert main(["train", *TINY_UNET, *synth, "--out", str(tmp_path / "r"), "--steps", "1",
+                 "--val-every", "1", "--no-progress", "--no-tensorboard", "--panels", "0"]) == 0
+    generated = sorted(p.name for p in (tmp_path / "cache" / "synthetic").iterdir())
+    assert len(generated) == 2 and "train" in generated[0] and "val" in generated[1]
+    # eval without --data scores the validation set the run was trained with
+    assert main(["eval", "--ckpt", str(tmp_path / "r" / "last.pt"), "--out", str(tmp_path / "e")]) == 0
+    report = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    best = ckpt.load_checkpoint(tmp_path / "r" / "last.pt")["metrics"]
+    assert report["volumes"] == 1 and report["model"]["mean"]["psnr"] == pytest.approx(best["psnr"], rel=1e-6)
