@@ -1,0 +1,57 @@
+"""Shared helpers of the benchmark scripts: median timing with torch.utils.benchmark,
+run metadata, a plain-text table and atomic JSON output."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from typing import Callable, Sequence
+
+import torch
+import torch.utils.benchmark as tbench
+
+
+def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of fn() in milliseconds over `repeats` single calls after `warmup`
+    calls. torch.utils.benchmark synchronises CUDA around each timed call."""
+    for _ in range(warmup):
+        fn()
+    timer = tbench.Timer(stmt="fn()", globals={"fn": fn})
+    return 1e3 * statistics.median(timer.timeit(1).median for _ in range(repeats))
+
+
+def run_info(device: torch.device) -> dict:
+    """What the figures were measured on."""
+    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """Print rows (dicts) as an aligned text table of the given columns."""
+    def fmt(v):
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def write_json_atomic(path: str, obj: dict) -> None:
+    """Write obj as JSON to path via a temp file in the same folder (flush, fsync, replace)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

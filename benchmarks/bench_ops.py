@@ -1,0 +1,146 @@
+"""Benchmark of the fastfn ops against the pure-PyTorch reference and the floor.
+
+    python benchmarks/bench_ops.py [--device cpu|cuda] [--quick] --json PATH
+
+For each case it times (medians) the fastfn op, the reference (fastfn.reference, the
+textbook fastMRI pipeline) and the floor: one forward and one inverse torch.fft.fft
+along W over the same data (per coil), no shifts, no mask; for forward+backward
+cases the floor is that pair run forward and backward through autograd. Prints a
+table and writes
+{"device", "torch", "threads", "quick", "cases": [{"name", "op", "mode",
+ "fastfn_ms", "reference_ms", "floor_ms", "speedup_vs_reference", "ratio_to_floor"}]}.
+
+Cases (masked FFT): single-coil 320x320 batch 16 and multi-coil 15 coils 640x368
+batch 2 (fastMRI knee sizes), 4x random column mask; undersample, hard DC and soft
+DC (lam a learnable tensor); forward, and forward+backward (gradients for x, and lam
+when soft). Other op families add their builders to CASE_BUILDERS.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+from _common import print_table, run_info, time_ms, write_json_atomic  # noqa: E402
+from masked_fft_inputs import dc_inputs  # noqa: E402
+
+from fastfn import ops  # noqa: E402
+from fastfn.reference import masked_fft as ref  # noqa: E402
+
+
+@dataclass
+class Case:
+    """One benchmark row: three zero-argument callables doing the same amount of work."""
+    name: str
+    op: str
+    mode: str  # "forward" or "forward+backward"
+    fastfn: Callable[[], object]
+    reference: Callable[[], object]
+    floor: Callable[[], object]
+    floor_key: str  # cases with the same key share one floor measurement
+
+
+def _fft_pair_floor(data: torch.Tensor, backward: bool) -> Callable[[], object]:
+    leaf = data.detach().clone().requires_grad_(backward)
+    grad = torch.ones_like(data) if backward else None
+
+    def run():
+        out = torch.fft.ifft(torch.fft.fft(leaf, dim=-1), dim=-1)
+        if backward:
+            out.backward(grad)
+        return out
+    return run
+
+
+def _forward_backward(fn: Callable[..., torch.Tensor], leaves: list[torch.Tensor],
+                      grad: torch.Tensor) -> Callable[[], object]:
+    def run():
+        for t in leaves:
+            t.grad = None
+        out = fn()
+        out.backward(grad)
+        return out
+    return run
+
+
+def masked_fft_cases(device: torch.device) -> list[Case]:
+    sizes = [("single-coil 320x320 b16", dict(B=16, H=320, W=320, coils=None)),
+             ("multi-coil 15x640x368 b2", dict(B=2, H=640, W=368, coils=15))]
+    cases = []
+    for size_name, cfg in sizes:
+        d = dc_inputs(cfg["B"], cfg["H"], cfg["W"], coils=cfg["coils"], device=device, accel=4, seed=0)
+        x, k0, mask, sens = d["x"], d["k0"], d["mask"], d.get("sens")
+        coil_data = k0  # the floor runs over the k-space-sized data: (B, H, W) or (B, C, H, W)
+        # undersample acts on what is acquired: the image, or multi-coil the coil images
+        us_x = x if sens is None else (sens * x.unsqueeze(1))
+        for mode in ("forward", "forward+backward"):
+            bwd = mode != "forward"
+            floor = _fft_pair_floor(coil_data, bwd)
+            fkey = f"{size_name}:{mode}"
+            for op in ("undersample", "dc_hard", "dc_soft"):
+                xl = x.detach().clone().requires_grad_(bwd)
+                ul = us_x.detach().clone().requires_grad_(bwd)
+                lam = torch.tensor(0.1, device=device, requires_grad=bwd)
+                if op == "undersample":
+                    fast = lambda ul=ul: ops.undersample(ul, mask)  # noqa: E731
+                    slow = lambda ul=ul: ref.undersample(ul, mask)  # noqa: E731
+                    leaves = [ul]
+                else:
+                    lv = None if op == "dc_hard" else lam
+                    fast = lambda xl=xl, lv=lv: ops.data_consistency(xl, k0, mask, lam=lv, sens=sens)  # noqa: E731
+                    slow = lambda xl=xl, lv=lv: ref.data_consistency(xl, k0, mask, lam=lv, sens=sens)  # noqa: E731
+                    leaves = [xl] + ([lam] if lv is not None else [])
+                if bwd:
+                    g = torch.ones_like(fast())
+                    fast, slow = _forward_backward(fast, leaves, g), _forward_backward(slow, leaves, g)
+                cases.append(Case(f"{size_name}:{op}:{mode}", op, mode, fast, slow, floor, fkey))
+    return cases
+
+
+CASE_BUILDERS: list[Callable[[torch.device], list[Case]]] = [masked_fft_cases]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--quick", action="store_true", help="fewer repeats (under a minute on 2 CPU cores)")
+    p.add_argument("--json", required=True, help="output JSON path")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    device = torch.device(args.device)
+    repeats = 3 if args.quick else 9
+    torch.manual_seed(0)
+    floors: dict[str, float] = {}
+    rows = []
+    for build in CASE_BUILDERS:
+        for case in build(device):
+            if case.floor_key not in floors:
+                floors[case.floor_key] = time_ms(case.floor, repeats)
+            fast = time_ms(case.fastfn, repeats)
+            slow = time_ms(case.reference, repeats)
+            floor = floors[case.floor_key]
+            rows.append({"name": case.name, "op": case.op, "mode": case.mode, "fastfn_ms": fast,
+                         "reference_ms": slow, "floor_ms": floor,
+                         "speedup_vs_reference": slow / fast, "ratio_to_floor": fast / floor})
+            print_table(rows[-1:], ["name", "fastfn_ms", "reference_ms", "floor_ms",
+                                    "speedup_vs_reference", "ratio_to_floor"])
+    print()
+    print_table(rows, ["name", "fastfn_ms", "reference_ms", "floor_ms", "speedup_vs_reference",
+                       "ratio_to_floor"])
+    result = {**run_info(device), "quick": args.quick, "cases": rows}
+    write_json_atomic(args.json, result)
+    print(f"wrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""fastfn.ops masked-FFT operators against the textbook reference (fastfn.reference),
+plus gradcheck, opcheck, torch.compile and error messages.
+
+complex128 results must match the reference tightly; complex64 results must err (vs
+a complex128 reference) at most a small multiple of what torch's own complex64
+pipeline errs.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastfn import ops
+from fastfn.reference import masked_fft as ref
+from masked_fft_inputs import column_mask, complex_randn, dc_inputs, random_2d_mask
+
+SIZES = [(8, 6), (7, 5), (6, 9), (9, 8)]  # even/even, odd/odd, even/odd, odd/even
+
+
+def _c128(t):
+    return None if t is None else (t.to(torch.complex128) if t.is_complex() else t.double())
+
+
+def assert_matches(fn_ours, fn_ref, *args, **kwargs):
+    """Compare fn_ours(*args) with fn_ref: tight in complex128; in complex64 within 8x
+    the error torch's own complex64 reference makes against complex128."""
+    out = fn_ours(*args, **kwargs)
+    ref128 = fn_ref(*[_c128(a) if isinstance(a, torch.Tensor) else a for a in args],
+                    **{k: _c128(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
+    scale = ref128.abs().max().clamp_min(1e-30)
+    if out.dtype == torch.complex128:
+        assert (out - ref128).abs().max() / scale < 1e-12
+        return out
+    ref64 = fn_ref(*args, **kwargs)
+    torch_err = ((ref64.to(torch.complex128) - ref128).abs().max() / scale).item()
+    our_err = ((out.to(torch.complex128) - ref128).abs().max() / scale).item()
+    assert our_err <= 8 * max(torch_err, 1e-7), (our_err, torch_err)
+    return out
+
+
+# ---------------------------------------------------------------- fft2c / ifft2c
+
+
+@pytest.mark.parametrize("H,W", SIZES)
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_fft2c_ifft2c_match_reference(device, H, W, dtype):
+    x = complex_randn(2, 3, H, W, dtype=dtype, device=device)
+    assert_matches(ops.fft2c, ref.fft2c, x)
+    assert_matches(ops.ifft2c, ref.ifft2c, x)
+    torch.testing.assert_close(ops.ifft2c(ops.fft2c(x)), x, rtol=1e-4, atol=1e-5)
+
+
+def test_fft2c_noncontiguous_realview_and_2d(device):
+    base = complex_randn(4, 10, 12, device=device)
+    x = base.transpose(-1, -2)[:, ::2]  # (4, 6, 10), strided
+    assert not x.is_contiguous()
+    assert_matches(ops.fft2c, ref.fft2c, x)
+    xr = torch.view_as_real(x[0])  # (6, 10, 2) real view, no batch
+    out = ops.fft2c(xr)
+    assert out.dtype == torch.float32 and out.shape == xr.shape
+    torch.testing.assert_close(torch.view_as_complex(out), ref.fft2c(x[0]), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- undersample
+
+
+@pytest.mark.parametrize("H,W", SIZES)
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("kind", ["column", "column_bool", "column_per_batch", "2d", "2d_bool_1d"])
+def test_undersample_matches_reference(device, H, W, dtype, kind):
+    x = complex_randn(3, H, W, dtype=dtype, device=device)
+    if kind.startswith("column"):
+        mask = column_mask(W, 3 if kind.endswith("per_batch") else 1, accel=3, center=2, device=device)
+    else:
+        mask = random_2d_mask(H, W, 1 if kind == "2d_bool_1d" else 3, device=device)
+    if kind.endswith("bool") or kind == "2d_bool_1d":
+        mask = mask.bool()
+    if kind == "2d_bool_1d":
+        mask = mask[0]  # (H, W), broadcast over the batch
+    assert_matches(ops.undersample, ref.undersample, x, mask)
+
+
+def test_undersample_batch_shapes_and_realview(device):
+    x = complex_randn(2, 3, 8, 6, device=device)
+    mask = column_mask(6, 3, accel=2, center=2, device=device)  # (3, 1, 6): varies along dim 1
+    assert_matches(ops.undersample, ref.undersample, x, mask)
+    xr = torch.view_as_real(x)
+    out = ops.undersample(xr, mask)
+    assert out.shape == xr.shape and out.dtype == torch.float32
+    torch.testing.assert_close(torch.view_as_complex(out), ref.undersample(x, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_undersample_is_a_projector(device):
+    x = complex_randn(2, 8, 8, dtype=torch.complex128, device=device)
+    mask = column_mask(8, 1, accel=2, center=2, device=device)
+    once = ops.undersample(x, mask)
+    torch.testing.assert_close(ops.undersample(once, mask), once)
+
+
+# ---------------------------------------------------------------- data consistency
+
+
+@pytest.mark.parametrize("H,W", SIZES)
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("coils", [None, 3])
+@pytest.mark.parametrize("mask_2d", [False, True])
+@pytest.mark.parametrize("lam", [None, 0.7])
+def test_dc_matches_reference(device, H, W, dtype, coils, mask_2d, lam):
+    d = dc_inputs(2, H, W, coils=coils, dtype=dtype, device=device, accel=3, mask_2d=mask_2d,
+                  per_batch_mask=True, seed=H * W)
+    assert_matches(ops.data_consistency, ref.data_consistency, d["x"], d["k0"], d["mask"],
+                   lam=lam, sens=d.get("sens"))
+
+
+@pytest.mark.parametrize("coils", [None, 2])
+def test_dc_mask_variants(device, coils):
+    """bool masks, shared (Bm = 1) masks, fractional float weights, lam as a tensor."""
+    d = dc_inputs(3, 8, 10, coils=coils, dtype=torch.complex128, device=device, accel=2)
+    sens = d.get("sens")
+    mask = d["mask"]
+    lam_t = torch.tensor(2.5, dtype=torch.float64, device=device)
+    for m in (mask.bool(), mask * 0.5, mask[:1]):
+        assert_matches(ops.data_consistency, ref.data_consistency, d["x"], d["k0"], m, lam=None, sens=sens)
+        assert_matches(ops.data_consistency, ref.data_consistency, d["x"], d["k0"], m, lam=lam_t, sens=sens)
+
+
+def test_dc_batch_shapes_noncontiguous_realview(device):
+    x = complex_randn(2, 3, 12, 8, device=device).transpose(-1, -2)  # (2, 3, 8, 12) strided
+    k0 = complex_randn(2, 3, 12, 8, device=device).transpose(-1, -2)
+    mask = column_mask(12, 1, accel=3, center=2, device=device)
+    assert not x.is_contiguous()
+    assert_matches(ops.data_consistency, ref.data_consistency, x, k0, mask, lam=0.3)
+    out = ops.data_consistency(torch.view_as_real(x), torch.view_as_real(k0), mask)
+    assert out.shape == (2, 3, 8, 12, 2)
+    torch.testing.assert_close(torch.view_as_complex(out), ref.data_consistency(x, k0, mask),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_hard_dc_keeps_measured_kspace(device):
+    """Hard DC replaces the sampled k-space with k0 and keeps the rest (independent check)."""
+    d = dc_inputs(2, 8, 8, dtype=torch.complex128, device=device, accel=2)
+    out_k = ref.fft2c(ops.data_consistency(d["x"], d["k0"], d["mask"]))
+    m = d["mask"].bool().expand_as(out_k)
+    torch.testing.assert_close(out_k[m], d["k0"][m])
+    torch.testing.assert_close(out_k[~m], ref.fft2c(d["x"])[~m])
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def test_gradcheck_fft_ops(device):
+    x = complex_randn(2, 3, 4, dtype=torch.complex128, device=device).requires_grad_()
+    assert torch.autograd.gradcheck(ops.fft2c, (x,))
+    assert torch.autograd.gradcheck(ops.ifft2c, (x,))
+    mask = column_mask(4, 2, accel=2, center=1, device=device)
+    assert torch.autograd.gradcheck(lambda t: ops.undersample(t, mask), (x,))
+    mask2 = random_2d_mask(3, 4, 1, p=0.5, device=device)
+    assert torch.autograd.gradcheck(lambda t: ops.undersample(t, mask2), (x,))
+
+
+@pytest.mark.parametrize("coils", [None, 2])
+@pytest.mark.parametrize("mask_2d", [False, True])
+@pytest.mark.parametrize("H,W", [(4, 4), (3, 3)])
+def test_gradcheck_dc(device, coils, mask_2d, H, W):
+    d = dc_inputs(2, H, W, coils=coils, dtype=torch.complex128, device=device, accel=2,
+                  mask_2d=mask_2d, per_batch_mask=True, seed=1)
+    x = d["x"].requires_grad_()
+    k0 = d["k0"].requires_grad_()
+    lam = torch.tensor(0.8, dtype=torch.float64, device=device, requires_grad=True)
+    inputs = [x, k0, lam]
+    if coils is not None:
+        inputs.append(d["sens"].requires_grad_())
+
+    def f(x, k0, lam, sens=None):
+        return ops.data_consistency(x, k0, d["mask"], lam=lam, sens=sens)
+
+    assert torch.autograd.gradcheck(f, tuple(inputs))
+    # hard DC, and single inputs (the backward computes only what is asked)
+    assert torch.autograd.gradcheck(lambda x: ops.data_consistency(x, k0.detach(), d["mask"],
+                                                                   sens=d.get("sens")), (x,))
+    assert torch.autograd.gradcheck(lambda k: ops.data_consistency(x.detach(), k, d["mask"], lam=0.5,
+                                                                   sens=d.get("sens")), (k0,))
+
+
+def test_dc_grad_matches_reference_autograd(device):
+    d = dc_inputs(2, 8, 6, coils=3, dtype=torch.complex128, device=device, accel=2)
+    lam = torch.tensor(0.4, dtype=torch.float64, device=device)
+    leaves = [t.clone().requires_grad_() for t in (d["x"], d["k0"], d["sens"], lam)]
+    leaves_ref = [t.clone().requires_grad_() for t in (d["x"], d["k0"], d["sens"], lam)]
+    g = complex_randn(2, 8, 6, dtype=torch.complex128, device=device)
+    ops.data_consistency(leaves[0], leaves[1], d["mask"], lam=leaves[3], sens=leaves[2]).backward(g)
+    ref.data_consistency(leaves_ref[0], leaves_ref[1], d["mask"], lam=leaves_ref[3],
+                         sens=leaves_ref[2]).backward(g)
+    for a, b in zip(leaves, leaves_ref):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+# ---------------------------------------------------------------- opcheck and compile
+
+
+def _opcheck_cases(device):
+    d1 = dc_inputs(2, 6, 5, dtype=torch.complex64, device=device, accel=2)
+    d2 = dc_inputs(2, 6, 5, coils=2, dtype=torch.complex128, device=device, accel=2, mask_2d=True)
+    m1 = d1["mask"]
+    m2 = d2["mask"].squeeze(1).double()  # (1, H, W), the real dtype of complex128
+    lam = torch.tensor(0.5, dtype=torch.float64, device=device, requires_grad=True)
+    x1 = d1["x"].requires_grad_()
+    return [
+        (torch.ops.fastfn.fft2c, (x1,)),
+        (torch.ops.fastfn.ifft2c, (x1,)),
+        (torch.ops.fastfn.undersample, (x1, m1)),
+        (torch.ops.fastfn.data_consistency, (x1, d1["k0"].requires_grad_(), m1, None, None)),
+        (torch.ops.fastfn.data_consistency,
+         (d2["x"].requires_grad_(), d2["k0"].requires_grad_(), m2, d2["sens"].requires_grad_(), lam)),
+        (torch.ops.fastfn.data_consistency_backward,
+         (d2["x"], d2["x"], d2["k0"], m2, d2["sens"], lam.detach(), [True, True, True, True])),
+        (torch.ops.fastfn.data_consistency_backward,
+         (d1["x"].detach(), d1["x"].detach(), d1["k0"].detach(), m1, None, None, [True, False, False, False])),
+    ]
+
+
+def test_opcheck(device):
+    for op, args in _opcheck_cases(device):
+        torch.library.opcheck(op, args)
+
+
+def test_torch_compile_fullgraph(device):
+    d = dc_inputs(2, 8, 6, coils=2, device=device, accel=2)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def step(x, k0, mask, sens, lam):
+        y = ops.data_consistency(x, k0, mask, lam=lam, sens=sens)
+        return ops.undersample(ops.ifft2c(ops.fft2c(y)), mask.squeeze(1)).abs().sum()
+
+    lam = torch.tensor(0.3, device=device, requires_grad=True)
+    x = d["x"].requires_grad_()
+    loss = step(x, d["k0"], d["mask"], d["sens"], lam)
+    loss.backward()
+    expected = ref.undersample(ref.data_consistency(d["x"].detach(), d["k0"], d["mask"], lam=0.3,
+                                                    sens=d["sens"]), d["mask"].squeeze(1)).abs().sum()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-4)
+    assert x.grad is not None and lam.grad is not None
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_errors_name_the_argument():
+    x = complex_randn(2, 8, 6)
+    mask = column_mask(6)
+    with pytest.raises(TypeError, match="fft2c: x must be complex64"):
+        ops.fft2c(torch.randn(2, 8, 6, dtype=torch.float16))
+    with pytest.raises(ValueError, match="undersample: mask .* W = 6"):
+        ops.undersample(x, column_mask(5))
+    with pytest.raises(ValueError, match="mask has 3 rows"):
+        ops.undersample(x, torch.ones(3, 6))
+    with pytest.raises(ValueError, match="k0 must have the shape of x"):
+        ops.data_consistency(x, complex_randn(2, 8, 5), mask)
+    with pytest.raises(TypeError, match="k0 has dtype"):
+        ops.data_consistency(x, x.to(torch.complex128), mask)
+    with pytest.raises(ValueError, match=r"sens must be \(B, C, H, W\)"):
+        ops.data_consistency(x, complex_randn(2, 3, 8, 6), mask, sens=complex_randn(2, 3, 8, 5))
+    with pytest.raises(ValueError, match="varies over the 3 coils"):
+        ops.data_consistency(x, complex_randn(2, 3, 8, 6), torch.ones(3, 1, 6),
+                             sens=complex_randn(2, 3, 8, 6))
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="lam must be finite and >= 0"):
+            ops.data_consistency(x, x, mask, lam=bad)
+    with pytest.raises(ValueError, match="lam must be finite and >= 0"):
+        ops.data_consistency(x, x, mask, lam=torch.tensor(float("nan")))
+    with pytest.raises(ValueError, match="meta"):
+        ops.data_consistency(x, x.to("meta"), mask)
+
+
+def test_cpp_checks_name_the_argument():
+    """The C++ ops check their own inputs (callers may bypass the wrappers)."""
+    x = complex_randn(2, 8, 6)
+    with pytest.raises(RuntimeError, match="data_consistency: mask has 5 columns, the image has W = 6"):
+        torch.ops.fastfn.data_consistency(x, x, torch.ones(1, 1, 5), None, None)
+    with pytest.raises(RuntimeError, match="undersample: mask must have dtype Float"):
+        torch.ops.fastfn.undersample(x, torch.ones(1, 1, 6, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="lam must be a single value"):
+        torch.ops.fastfn.data_consistency(x, x, torch.ones(1, 1, 6), None, torch.ones(2))
+
+
+def test_empty_inputs(device):
+    x = complex_randn(0, 8, 6, device=device)
+    assert ops.fft2c(x).shape == x.shape
+    assert ops.undersample(x, column_mask(6, device=device)).shape == x.shape
+    assert ops.data_consistency(x, x, column_mask(6, device=device), lam=0.1).shape == x.shape
