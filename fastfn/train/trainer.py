@@ -13,7 +13,6 @@ same loop on its shard; only rank 0 writes.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ from torch import nn
 from fastfn.losses import build_loss
 from fastfn.train import checkpoint as ckpt
 from fastfn.train.config import TrainConfig
-from fastfn.train.distributed import DistInfo, all_reduce_mean, unwrap_model, wrap_model
+from fastfn.train.distributed import DistInfo, all_reduce_mean, wrap_model
 from fastfn.train.evaluate import EvalResult, evaluate
 from fastfn.train.logging import MetricsLogger, save_panel
 
