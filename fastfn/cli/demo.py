@@ -39,8 +39,9 @@ def register(sub) -> None:
     p.add_argument("--device", default=d.device)
     p.add_argument("--engine", choices=("auto", "attack", "ops"), default=d.engine,
                    help="feature search: fastfn.attack, the ops-based search, or auto")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: torch's); 1 helps on a CPU shared with busy processes")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="CPU threads of torch (0: torch's default); 1 is fastest for the small "
+                        "default models, above all on a CPU shared with busy processes")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -55,7 +56,7 @@ def run(args) -> int:
         size=args.size, train_volumes=args.train_volumes, val_volumes=args.val_volumes,
         slices=args.slices, chans=args.chans, pools=args.pools, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, mask=args.mask, eval_masks=args.eval_masks,
-        eval_slices=args.eval_slices, device=args.device, threads=args.threads,
+        eval_slices=args.eval_slices, device=args.device, threads=args.threads or None,
         engine=args.engine, seed=args.seed,
         progress=not args.no_progress,
         robust=dataclasses.replace(d.robust, attack=args.robust_attack, beta=args.robust_beta),

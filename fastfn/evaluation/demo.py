@@ -52,28 +52,31 @@ class DemoConfig:
         engine: feature search: "attack" (:mod:`fastfn.attack`), "ops" (the
             :class:`fastfn.train.robust.OpsFeatureSearch` on the fastfn ops) or "auto"
             (``fastfn.train.robust.default_engine()``).
-        threads: CPU threads of torch (None: torch's default); 1 is much faster on a
-            CPU shared with other busy processes (no OpenMP spin-waiting).
+        threads: CPU threads of torch (None: torch's default). 1 by default: the
+            demo's small convolutions gain little from more threads, and on a CPU
+            shared with other busy processes 2 threads ran 9x slower than 1 here
+            (OpenMP spin-waiting).
     """
     size: int = 128
     train_volumes: int = 8
     val_volumes: int = 2
     slices: int = 16
-    chans: int = 16
+    chans: int = 8
     pools: int = 3
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 4
     lr: float = 1e-3
     mask: str = "random:4x@0.08"
     eval_masks: str = "random:4x@0.08"
     eval_slices: int = 32
     robust: RobustConfig = field(default_factory=lambda: RobustConfig(
-        attack="pgd", beta=1.0, size=(5, 20), restarts=2, pgd_steps=2, pgd_step_size=0.25,
+        attack="pgd", beta=0.25, size=(5, 15), restarts=1, pgd_steps=2, pgd_step_size=0.25,
         seed=12345))
     attack: AttackSettings = field(default_factory=lambda: AttackSettings(
-        size=(10, 10), random_restarts=11, pgd_restarts=4, pgd_steps=5, pgd_step_size=0.2))
+        size=(10, 10), random_restarts=11, pgd_restarts=4, pgd_steps=5, pgd_step_size=0.2,
+        threshold=0.2))
     device: str = "auto"
-    threads: int | None = None
+    threads: int | None = 1
     engine: str = "auto"
     seed: int = 0
     progress: bool = True
