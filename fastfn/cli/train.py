@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 DESCRIPTION = """\
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     summary = run_training(cfg, args.out, resume=args.resume)
     final = summary["final_val"]
-    if final:
+    if final and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
         print(f"[fastfn train] step {summary['steps']}: val PSNR {final['psnr']:.2f} dB "
               f"(zero-filled {final['zf_psnr']:.2f}), SSIM {final['ssim']:.4f} "
               f"(zero-filled {final['zf_ssim']:.4f}); run folder {args.out}")
