@@ -71,37 +71,48 @@ def _forward_backward(fn: Callable[..., torch.Tensor], leaves: list[torch.Tensor
     return run
 
 
+def _masked_fft_case(size_name: str, d: dict, op: str, mode: str,
+                     floor: Callable[[], object]) -> Case:
+    """One (size, op, mode) case over the inputs d of masked_fft_inputs.dc_inputs."""
+    x, k0, mask, sens = d["x"], d["k0"], d["mask"], d.get("sens")
+    bwd = mode != "forward"
+    if op == "undersample":
+        # acts on what is acquired: the image, or multi-coil the coil images
+        img = (x if sens is None else sens * x.unsqueeze(1)).detach().clone().requires_grad_(bwd)
+        leaves = [img]
+
+        def fast():
+            return ops.undersample(img, mask)
+
+        def slow():
+            return ref.undersample(img, mask)
+    else:
+        xl = x.detach().clone().requires_grad_(bwd)
+        lam = None if op == "dc_hard" else torch.tensor(0.1, device=x.device, requires_grad=bwd)
+        leaves = [xl] + ([lam] if lam is not None else [])
+
+        def fast():
+            return ops.data_consistency(xl, k0, mask, lam=lam, sens=sens)
+
+        def slow():
+            return ref.data_consistency(xl, k0, mask, lam=lam, sens=sens)
+    if bwd:
+        g = torch.ones_like(fast())
+        fast, slow = _forward_backward(fast, leaves, g), _forward_backward(slow, leaves, g)
+    return Case(f"{size_name}:{op}:{mode}", op, mode, fast, slow, floor, f"{size_name}:{mode}")
+
+
 def masked_fft_cases(device: torch.device) -> list[Case]:
     sizes = [("single-coil 320x320 b16", dict(B=16, H=320, W=320, coils=None)),
              ("multi-coil 15x640x368 b2", dict(B=2, H=640, W=368, coils=15))]
     cases = []
     for size_name, cfg in sizes:
         d = dc_inputs(cfg["B"], cfg["H"], cfg["W"], coils=cfg["coils"], device=device, accel=4, seed=0)
-        x, k0, mask, sens = d["x"], d["k0"], d["mask"], d.get("sens")
-        coil_data = k0  # the floor runs over the k-space-sized data: (B, H, W) or (B, C, H, W)
-        # undersample acts on what is acquired: the image, or multi-coil the coil images
-        us_x = x if sens is None else (sens * x.unsqueeze(1))
         for mode in ("forward", "forward+backward"):
-            bwd = mode != "forward"
-            floor = _fft_pair_floor(coil_data, bwd)
-            fkey = f"{size_name}:{mode}"
+            # the floor runs over the k-space-sized data: (B, H, W) or (B, C, H, W)
+            floor = _fft_pair_floor(d["k0"], mode != "forward")
             for op in ("undersample", "dc_hard", "dc_soft"):
-                xl = x.detach().clone().requires_grad_(bwd)
-                ul = us_x.detach().clone().requires_grad_(bwd)
-                lam = torch.tensor(0.1, device=device, requires_grad=bwd)
-                if op == "undersample":
-                    fast = lambda ul=ul: ops.undersample(ul, mask)  # noqa: E731
-                    slow = lambda ul=ul: ref.undersample(ul, mask)  # noqa: E731
-                    leaves = [ul]
-                else:
-                    lv = None if op == "dc_hard" else lam
-                    fast = lambda xl=xl, lv=lv: ops.data_consistency(xl, k0, mask, lam=lv, sens=sens)  # noqa: E731
-                    slow = lambda xl=xl, lv=lv: ref.data_consistency(xl, k0, mask, lam=lv, sens=sens)  # noqa: E731
-                    leaves = [xl] + ([lam] if lv is not None else [])
-                if bwd:
-                    g = torch.ones_like(fast())
-                    fast, slow = _forward_backward(fast, leaves, g), _forward_backward(slow, leaves, g)
-                cases.append(Case(f"{size_name}:{op}:{mode}", op, mode, fast, slow, floor, fkey))
+                cases.append(_masked_fft_case(size_name, d, op, mode, floor))
     return cases
 
 

@@ -1,9 +1,12 @@
 // CUDA kernels of the masked-FFT ops: cuFFT through ATen (its plan cache, the
 // current stream) plus one grid-stride kernel that runs any pass of masked_fft.h,
 // one element per thread. Only indexing and launch are CUDA-specific here.
-#include <ATen/cuda/CUDAContext.h>
+// c10's stream header rather than ATen/cuda/CUDAContext.h (which pulls in cuSPARSE/cuBLAS
+// headers the pip CUDA wheels place outside CUDA_HOME); at::cuda::getCurrentCUDAStream is
+// this same c10 function.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -32,7 +35,7 @@ struct CudaBackend {
     if (total == 0) return;
     constexpr int threads = 256;
     const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 1 << 16);
-    rows_kernel<<<static_cast<unsigned>(blocks), threads, 0, at::cuda::getCurrentCUDAStream()>>>(f, rows, inner);
+    rows_kernel<<<static_cast<unsigned>(blocks), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(f, rows, inner);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };
