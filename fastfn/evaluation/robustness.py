@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -384,7 +384,6 @@ def _worst_case_figure(per_model: Mapping[str, _ModelResult],
                        device: torch.device, engine: Any) -> Path:
     """The feature that was worst against the first model, reconstructed by every model."""
     import matplotlib.pyplot as plt
-    import numpy as np
     first = next(iter(per_model.values()))
     worst = torch.tensor(first.attacks[method]["worst_nmse"])
     s = int(worst.argmax())
@@ -428,5 +427,4 @@ def _worst_case_figure(per_model: Mapping[str, _ModelResult],
                  f"({one['fname'][0]}, slice {int(one['slice'][0])}); zoom below, T outlined",
                  fontsize=9)
     fig.tight_layout()
-    _ = np
     return _save_fig(fig, path)
