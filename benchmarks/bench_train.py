@@ -3,7 +3,7 @@
     python benchmarks/bench_train.py --json bench_train.json [--size 128] [--batch 2]
         [--steps 5] [--device auto] [--models unet,cascade]
 
-For each model (the small configs of configs/cpu_small_*.yaml unless --full), runs
+For each model (the model_config of configs/cpu_small_<model>.yaml unless --full), runs
 --steps Trainer steps on random single-coil k-space (after one warm-up step) and
 reports the median seconds per step and slices per second (CUDA: synchronised).
 """
@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-SMALL = {"unet": {"chans": 8, "num_pool_layers": 3},
-         "cascade": {"num_cascades": 4, "chans": 12, "num_convs": 4}}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FULL = {"unet": {"chans": 32, "num_pool_layers": 4},
         "cascade": {"num_cascades": 5, "chans": 32, "num_convs": 5}}
 
@@ -72,7 +71,12 @@ def main() -> None:
     ap.add_argument("--models", default="unet,cascade")
     ap.add_argument("--full", action="store_true", help="the standard (large) configs")
     args = ap.parse_args()
-    configs = FULL if args.full else SMALL
+    if args.full:
+        configs = FULL
+    else:
+        from fastfn.train.config import load_config
+        configs = {m: load_config(CONFIGS / f"cpu_small_{m}.yaml").model_config
+                   for m in args.models.split(",")}
     results = [bench(m, configs[m], args.size, args.batch, args.steps, args.device)
                for m in args.models.split(",")]
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "results": results}
