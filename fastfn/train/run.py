@@ -127,6 +127,8 @@ def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
                           extra_loss=extra_loss, dist=dist)
         if resume_from is not None:
             trainer.resume(resume_from)
+        elif trainer.logger is not None:  # a fresh run in a folder left by a run killed
+            trainer.logger.truncate_after(0)  # before its first checkpoint: drop its logs
         if dist.is_main:
             save_config(cfg, out / "config.yaml")
             print(f"[fastfn train] {cfg.model} on {desc}; {len(train_loader)} batches/epoch "
