@@ -148,19 +148,20 @@ struct GradSens {
   }
 };
 
-// Gather the sampled columns of k0 for h0 = F_{c,H}^-1 k0, with the pre-phase r_H:
-// out[n, h, q] = r_H[h] * k0[n, h, idx[bm, q]]. Rows: n * H + h; inner length K.
+// Gather the sampled columns of k0 for h0 = F_{c,H}^-1 k0, with the pre-phase r_H, into a
+// (N, K, H) buffer so the FFT along H runs over its contiguous last dim:
+// out[n, q, h] = r_H[h] * k0[n, h, idx[bm, q]]. Rows: n * K + q; inner length H.
 template <typename T>
 struct GatherColumns {
   const cx<T>* k0;
   const int64_t* idx;  // (Bm, K)
-  cx<T>* out;          // (N, H, K)
+  cx<T>* out;          // (N, K, H)
   int64_t C, H, W, K, Bm;
-  FASTFN_HD void operator()(int64_t row, int64_t q0, int64_t q1) const {
-    const int64_t n = row / H, h = row % H;
+  FASTFN_HD void operator()(int64_t row, int64_t h0, int64_t h1) const {
+    const int64_t n = row / K, q = row % K;
     const int64_t bm = Bm == 1 ? 0 : n / C;
-    const cx<T> ph = centring_phase<T>(h, H);
-    for (int64_t q = q0; q < q1; ++q) out[row * K + q] = k0[row * W + idx[bm * K + q]] * ph;
+    const cx<T>* src = k0 + n * H * W + idx[bm * K + q];
+    for (int64_t h = h0; h < h1; ++h) out[row * H + h] = src[h * W] * centring_phase<T>(h, H);
   }
 };
 
@@ -168,7 +169,7 @@ struct GatherColumns {
 // cst * conj(r_H[kh]) * buf[n, kh, slot[bm, j]] at sampled columns, 0 elsewhere.
 template <typename T>
 struct ScatterColumns {
-  const cx<T>* buf;     // (N, H, K), strides bs_n, bs_h, bs_k
+  const cx<T>* buf;     // (N, K, H) transformed along H, strides bs_n, bs_h, bs_k as ATen left them
   int64_t bs_n, bs_h, bs_k;
   const int64_t* slot;  // (Bm, W), -1 where unsampled
   cx<T>* out;           // (N, H, W)
@@ -193,10 +194,10 @@ struct Frame {
   bool hybrid;         // column mask: data is fft along W only
   const T* mask;
   int64_t Bm, Hm;
-  const cx<T>* k0;     // 2D path: k0 (N, H, W) centred; hybrid: ifft_H of the gather (N, H, K)
+  const cx<T>* k0;     // 2D path: k0 (N, H, W) centred; hybrid: ifft_H of the gather (N, K, H)
   const int64_t* slot; // hybrid: (Bm, W) gather slot of each centred column, -1 if unsampled
   int64_t K;
-  int64_t ks_n, ks_h, ks_k;  // hybrid: strides of that (N, H, K) buffer (the FFT picks them)
+  int64_t ks_n, ks_h, ks_k;  // hybrid: strides of that buffer along n, h and the slot
   cx<T> kcst;          // hybrid: c_H / sqrt(H) (rest of F_{c,H}^-1); 2D: 1
   const T* lam;        // soft DC weight source (device memory); nullptr: hard DC
   T scale;             // 1 / sqrt(FFT length): 1/sqrt(H W) (2D) or 1/sqrt(W) (hybrid)
@@ -259,7 +260,7 @@ struct ForwardMid {
 //   a-input:  G <- (1 - w m') G s^2                         (then a = ifft(G))
 //   u-input:  X <- ((1 - w m') X s + w m' k0') s            (forward mid, for grad_S)
 //   grad_k0:  2D: gk0[jh, jw] = w m conj(r_H r_W) G s;  hybrid: the sampled column,
-//             pre-phased for F_{c,H}, into the (N, H, K) buffer
+//             pre-phased for F_{c,H}, into the (N, K, H) buffer
 //   grad_w:   contrib = m Re(conj(G s) (k0' - X s))         (summed by the caller)
 template <typename T>
 struct BackwardMid {
@@ -298,7 +299,7 @@ struct BackwardMid {
         if (!f.hybrid) {
           gk0[(n * H + jh) * W + jw] = v;
         } else if (mq != T(0)) {
-          gk0[(n * H + h) * f.K + f.slot[bm * W + jw]] = v;
+          gk0[(n * f.K + f.slot[bm * W + jw]) * H + h] = v;
         }
       }
       if (want_a) G[i] = go * ((T(1) - wm) * s);

@@ -142,19 +142,19 @@ Measurement<T> attach_measurement(Frame<T>& f, const Geometry& g, const Tensor& 
   }
   const ColumnPlan plan = column_plan(mask, g);
   const int64_t N = g.Bx * g.C;
-  Tensor buf = at::empty({gather ? N : 0, g.H, plan.K}, k0.options());
+  Tensor buf = at::empty({gather ? N : 0, plan.K, g.H}, k0.options());
   if (gather && plan.K > 0) {
     GatherColumns<T> gather{k0.data_ptr<cx<T>>(), plan.idx.data_ptr<int64_t>(), buf.data_ptr<cx<T>>(),
                             g.C, g.H, g.W, plan.K, g.Bm};
-    Backend::launch(gather, g.rows(), plan.K);
-    buf = fft_strided(buf, {1}, /*forward=*/false);
+    Backend::launch(gather, N * plan.K, g.H);
+    buf = fft_strided(buf, {2}, /*forward=*/false);
   }
   m.data = buf;
   m.slot = plan.slot;
   f.k0 = buf.data_ptr<cx<T>>();
   f.ks_n = buf.stride(0);
-  f.ks_h = buf.stride(1);
-  f.ks_k = buf.stride(2);
+  f.ks_k = buf.stride(1);
+  f.ks_h = buf.stride(2);
   f.slot = plan.slot.data_ptr<int64_t>();
   f.K = plan.K;
   f.kcst = centring_constant<T>(g.H) * static_cast<T>(1.0 / std::sqrt(static_cast<double>(g.H)));
@@ -341,7 +341,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> data_consistency_backward(
     if (need_meas) X = fft_along<Backend>(coil_images<Backend, T>(in, in.x), fft_dims(g), true);
     Tensor kbuf, contrib;
     if (need_k0) {
-      kbuf = g.hybrid() ? at::zeros({g.Bx * g.C, g.H, f.K}, in.x.options())
+      kbuf = g.hybrid() ? at::zeros({g.Bx * g.C, f.K, g.H}, in.x.options())
                         : at::empty({g.Bx * g.C, g.H, g.W}, in.x.options());
     }
     if (need_lam) contrib = at::empty({g.Bx * g.C, g.H, g.W}, glam.options());
@@ -368,11 +368,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> data_consistency_backward(
       if (!g.hybrid()) {
         gk0 = kbuf.view(in.k0.sizes());
       } else {
-        if (f.K > 0) kbuf = fft_strided(kbuf, {1}, /*forward=*/true);
+        if (f.K > 0) kbuf = fft_strided(kbuf, {2}, /*forward=*/true);
         gk0 = at::empty(in.k0.sizes(), in.k0.options());
         const cx<T> cst = conj(centring_constant<T>(g.H)) *
                           static_cast<T>(1.0 / std::sqrt(static_cast<double>(g.H)));
-        ScatterColumns<T> sc{kbuf.data_ptr<cx<T>>(), kbuf.stride(0), kbuf.stride(1), kbuf.stride(2),
+        ScatterColumns<T> sc{kbuf.data_ptr<cx<T>>(), kbuf.stride(0), kbuf.stride(2), kbuf.stride(1),
                              f.slot, gk0.data_ptr<cx<T>>(), g.C, g.H, g.W, g.Bm, cst};
         Backend::launch(sc, g.rows(), g.W);
       }
