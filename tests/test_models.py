@@ -278,6 +278,31 @@ def test_cascade_hard_dc_keeps_measured_columns(device):
     assert (kx[~sampled].abs() > 1e-3).float().mean() > 0.5
 
 
+def test_cascade_unet_denoiser_shapes_hard_dc_and_gradient(device):
+    model = CascadeNet(num_cascades=2, chans=4, dc="hard", denoiser="unet", pools=2).to(device)
+    assert all(isinstance(d.unet, Unet) for d in model.cnns)
+    k, mask = inputs("cascade", (32, 28), device)
+    k.requires_grad_(True)
+    x = model.reconstruct_complex(k, mask)
+    assert x.shape == k.shape and x.is_complex()
+    kx = ref_fft2c(x)
+    sampled = mask.bool().expand_as(kx)
+    torch.testing.assert_close(kx[sampled], k[sampled], rtol=0, atol=1e-5 * k.abs().max().item())
+    assert (kx[~sampled].abs() > 1e-3).float().mean() > 0.5
+    out = model(k, mask, crop_size=(20, 20))
+    assert out.shape == (2, 20, 20)
+    (grad,) = torch.autograd.grad(out.sum(), k)
+    # the image depends on the measured samples (hard DC copies them in; the gradient must reach them)
+    assert grad[sampled].abs().gt(0).float().mean() > 0.9
+    model(k, mask).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_cascade_rejects_unknown_denoiser():
+    with pytest.raises(ValueError, match="denoiser"):
+        CascadeNet(denoiser="resnet")
+
+
 def test_cascade_soft_dc_weight_is_nonnegative_and_learnable():
     model = CascadeNet(num_cascades=2, chans=4, num_convs=3, dc="soft", lam_init=0.5)
     assert model.dcs[0].lam.item() == pytest.approx(0.5)

@@ -30,13 +30,15 @@ class UnetConfig:
 
 @dataclass
 class CascadeConfig:
-    """Cascaded CNN + data consistency, single-coil."""
+    """Cascaded CNN or U-Net denoisers + data consistency, single-coil."""
 
     num_cascades: int = 5
     chans: int = 32
-    num_convs: int = 5
+    num_convs: int = 5        # convs per CNN denoiser (denoiser="cnn" only)
     dc: str = "hard"          # "hard" | "soft"
     lam_init: float = 1.0     # initial soft-DC noise weight (soft only)
+    denoiser: str = "cnn"     # "cnn" | "unet"
+    pools: int = 3            # pool levels per U-Net denoiser (denoiser="unet" only)
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Cascaded CNN with data consistency for single-coil complex images (Schlemper et al. 2017).
 
-x_0 = ifft2c(k0); for each cascade t: x <- DC(x + CNN_t(x), k0, mask, lam_t), with DC
+x_0 = ifft2c(k0); for each cascade t: x <- DC(x + D_t(x), k0, mask, lam_t), with DC
 ``fastfn.ops.data_consistency`` (hard: sampled k-space replaced by k0; soft: blended
-with weight lam / (1 + lam), lam >= 0 learnable). Output |x| centre-cropped.
+with weight lam / (1 + lam), lam >= 0 learnable). The denoiser D_t is a plain CNN
+(``denoiser="cnn"``, Schlemper et al.) or a small fastMRI U-Net on the 2 real channels
+(``denoiser="unet"``, as in cascaded/unrolled U-Net networks). Output |x| centre-cropped.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastfn.models.base import CropSize, Reconstructor, center_crop
+from fastfn.models.unet import Unet
 from fastfn.ops import data_consistency, ifft2c
 
 
@@ -39,6 +42,22 @@ class ResidualCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(torch.view_as_real(x).permute(0, 3, 1, 2))     # (B, 2, H, W)
         out = out.to(x.real.dtype)          # under autocast the convs return half precision
+        return x + torch.complex(out[:, 0], out[:, 1])
+
+
+class ResidualUnet(nn.Module):
+    """x + Unet(x) on a complex image as 2 real channels (fastMRI U-Net, 2 -> 2 channels).
+
+    complex (B, H, W) -> complex (B, H, W); H, W as `Unet` requires for ``num_pool_layers``.
+    """
+
+    def __init__(self, chans: int = 16, num_pool_layers: int = 3) -> None:
+        super().__init__()
+        self.unet = Unet(2, 2, chans, num_pool_layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.unet(torch.view_as_real(x).permute(0, 3, 1, 2))       # (B, 2, H, W)
+        out = out.to(x.real.dtype)
         return x + torch.complex(out[:, 0], out[:, 1])
 
 
@@ -72,18 +91,28 @@ class CascadeNet(Reconstructor):
     Inputs are divided by a per-image scale (std of the zero-filled magnitude) and the
     output multiplied back, so the network sees unit-scale data whatever the scanner's
     k-space scale; DC is linear in (x, k0), so the scaled problem is the same problem.
+
+    ``denoiser="cnn"`` uses ``chans`` and ``num_convs``; ``denoiser="unet"`` uses
+    ``chans`` and ``pools`` (then H, W >= 2**pools).
     """
 
     multicoil = False
 
     def __init__(self, num_cascades: int = 5, chans: int = 32, num_convs: int = 5,
-                 dc: str = "hard", lam_init: float = 1.0, eps: float = 1e-12) -> None:
+                 dc: str = "hard", lam_init: float = 1.0, denoiser: str = "cnn", pools: int = 3,
+                 eps: float = 1e-12) -> None:
         super().__init__()
         if num_cascades < 1:
             raise ValueError(f"CascadeNet: num_cascades must be >= 1, got {num_cascades}")
         if dc not in ("hard", "soft"):
             raise ValueError(f"CascadeNet: dc must be 'hard' or 'soft', got {dc!r}")
-        self.cnns = nn.ModuleList([ResidualCNN(chans, num_convs) for _ in range(num_cascades)])
+        if denoiser not in ("cnn", "unet"):
+            raise ValueError(f"CascadeNet: denoiser must be 'cnn' or 'unet', got {denoiser!r}")
+
+        def make_denoiser() -> nn.Module:
+            return ResidualCNN(chans, num_convs) if denoiser == "cnn" else ResidualUnet(chans, pools)
+
+        self.cnns = nn.ModuleList([make_denoiser() for _ in range(num_cascades)])
         self.dcs = nn.ModuleList([DataConsistency(dc == "soft", lam_init) for _ in range(num_cascades)])
         self.eps = eps
 
