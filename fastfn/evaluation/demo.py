@@ -70,7 +70,7 @@ class DemoConfig:
     eval_masks: str = "random:4x@0.08"
     eval_slices: int = 32
     robust: RobustConfig = field(default_factory=lambda: RobustConfig(
-        attack="pgd", beta=0.15, size=(5, 15), restarts=1, pgd_steps=2, pgd_step_size=0.25,
+        attack="pgd", beta=0.1, size=(5, 15), restarts=1, pgd_steps=2, pgd_step_size=0.25,
         seed=12345))
     attack: AttackSettings = field(default_factory=lambda: AttackSettings(
         size=(10, 10), random_restarts=11, pgd_restarts=4, pgd_steps=5, pgd_step_size=0.2,
