@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
-    repeats = 3 if args.quick else 9
+    repeats = 2 if args.quick else 7
     torch.manual_seed(0)
     floors: dict[str, float] = {}
     rows = []
