@@ -221,3 +221,24 @@ def test_resumed_cli_run_equals_an_uninterrupted_one(data, tmp_path):
     b = ckpt.load_checkpoint(tmp_path / "b" / "last.pt")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_robust_flags_add_the_adversarial_term(data, tmp_path):
+    """--robust-attack/--robust-beta switch on the FNAF term: it is logged per step,
+    added to the clean loss, and recorded in the run's config and checkpoints."""
+    import csv
+
+    import yaml
+
+    out = tmp_path / "robust"
+    assert _train(data, out, "--robust-attack", "pgd", "--robust-beta", "0.5",
+                  "--set", "robust.size=[3, 6]", "--set", "robust.pgd_steps=1") == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["robust"]["attack"] == "pgd" and cfg["robust"]["beta"] == 0.5
+    assert ckpt.load_checkpoint(out / "last.pt")["config"]["robust"]["size"] == [3, 6]
+    rows = list(csv.DictReader((out / "train.csv").open()))
+    assert rows, "no training rows logged"
+    for row in rows:
+        extra = float(row["loss_extra"])
+        assert extra > 0
+        assert float(row["loss"]) == pytest.approx(float(row["loss_clean"]) + extra, rel=1e-5)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -99,6 +100,15 @@ def register(sub) -> None:
                    help="PNG panels (target, zero-filled, recon, error) per validation")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     g.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
+    g = p.add_argument_group("robust (FNAF) training", "per step: clean loss + beta x the loss on "
+                             "adversarial features (fastfn.train.robust; more keys via --set robust.KEY=V)")
+    g.add_argument("--robust", action="store_true", default=None,
+                   help="train robustly against false-negative adversarial features")
+    g.add_argument("--robust-attack", choices=("random", "pgd"),
+                   help="random features (the authors' form) or a few PGD steps from random starts "
+                        "(the inner maximisation); implies --robust")
+    g.add_argument("--robust-beta", type=float, metavar="B",
+                   help="weight of the adversarial term; implies --robust")
     p.set_defaults(func=run)
 
 
@@ -135,7 +145,15 @@ def build_config(args: argparse.Namespace):
         overrides["progress"] = False
     if args.no_tensorboard:
         overrides["tensorboard"] = False
-    return load_config(config, overrides)
+    if args.robust_attack is not None:
+        overrides["robust.attack"] = args.robust_attack
+    if args.robust_beta is not None:
+        overrides["robust.beta"] = args.robust_beta
+    cfg = load_config(config, overrides)
+    if args.robust and cfg.robust is None:  # --robust alone: the default robust settings
+        from fastfn.train.robust import RobustConfig
+        cfg = dataclasses.replace(cfg, robust=RobustConfig())
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from fastfn.train.robust import RobustConfig
+
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine")
 LOSSES = ("l1", "l2", "ssim")
@@ -97,6 +99,7 @@ class TrainConfig:
     panels: int = 4  # validation slices drawn as PNG panels at each validation
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     progress: bool = True  # tqdm progress bar
+    robust: RobustConfig | None = None  # robust (FNAF) training; None: clean training
 
     def __post_init__(self) -> None:
         self.validate()
@@ -197,6 +200,8 @@ def set_dotted(d: dict[str, Any], key: str, value: Any, *, source: str) -> None:
     parts = key.split(".")
     node = d
     for i, part in enumerate(parts[:-1]):
+        if i == 0 and part == "robust" and node.get(part) is None:
+            node[part] = _plain(dataclasses.asdict(RobustConfig()))  # switched on by this key
         if part not in node or not isinstance(node[part], dict):
             raise KeyError(f"{source}: unknown config key {'.'.join(parts[:i + 1])!r}")
         node = node[part]

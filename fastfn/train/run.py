@@ -123,6 +123,9 @@ def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         train_loader, val_loader, desc = loaders
         preflight(model, [("training", train_loader), ("validation", val_loader)],
                   cfg.data.mask, dist.device)
+        if extra_loss is None and cfg.robust is not None:
+            from fastfn.train.robust import make_robust_loss
+            extra_loss = make_robust_loss(cfg.robust, rank=dist.rank)
         trainer = Trainer(model, cfg, train_loader, val_loader, out_dir=out,
                           extra_loss=extra_loss, dist=dist)
         if resume_from is not None:
