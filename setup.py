@@ -99,10 +99,16 @@ def _extension():
     if with_cuda:
         _log(f"CUDA_HOME={os.environ.get('CUDA_HOME')}  TORCH_CUDA_ARCH_LIST={archs}")
     _log("sources: " + " ".join(cpp + cu))
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    if with_cuda:
+        # pip-installed CUDA torch ships the CUDA library headers (cuSPARSE, cuBLAS, ...)
+        # in nvidia/*/include wheels rather than in the toolkit; ATen's CUDA headers need them.
+        nvidia = os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia")
+        include_dirs += sorted(glob.glob(os.path.join(nvidia, "*", "include")))
     common = dict(
         name="fastfn._C",
         sources=cpp + cu,
-        include_dirs=[os.path.join(ROOT, "csrc")],
+        include_dirs=include_dirs,
         define_macros=defines,
     )
     if with_cuda:
