@@ -3,9 +3,7 @@ run metadata, a plain-text table and atomic JSON output."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 from typing import Callable, Sequence
 
 import torch
@@ -41,17 +39,6 @@ def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
 
 
 def write_json_atomic(path: str, obj: dict) -> None:
-    """Write obj as JSON to path via a temp file in the same folder (flush, fsync, replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write obj as JSON to path atomically (fastfn.fileio)."""
+    from fastfn.fileio import atomic_write_text
+    atomic_write_text(path, json.dumps(obj, indent=1))

@@ -10,12 +10,12 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from fastfn.fileio import atomic_write_bytes
 
 Z95 = 1.959963984540054
 
@@ -64,23 +64,6 @@ def summarize(records: Sequence[dict[str, Any]], threshold: float) -> dict[str, 
     }
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (same-folder temp file, fsync, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _json_default(x: Any) -> Any:
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
@@ -102,21 +85,21 @@ def write_report(out: str | Path, result: dict[str, Any], panels: int = 8) -> di
     records = result["records"]
     paths = {"json": str(out / "attack.json"), "jsonl": str(out / "slices.jsonl"), "csv": str(out / "slices.csv")}
     summary = {**result["summary"], "slices_jsonl": "slices.jsonl", "slices_csv": "slices.csv"}
-    atomic_write(out / "attack.json", (json.dumps(summary, indent=2, default=_json_default) + "\n").encode())
-    atomic_write(out / "slices.jsonl",
+    atomic_write_bytes(out / "attack.json", (json.dumps(summary, indent=2, default=_json_default) + "\n").encode())
+    atomic_write_bytes(out / "slices.jsonl",
                  "".join(json.dumps(r, default=_json_default) + "\n" for r in records).encode())
     buf = io.StringIO()
     wr = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     wr.writeheader()
     for r in records:
         wr.writerow({**{k: r[k] for k in CSV_FIELDS if k in r}, "n_pixels": len(r["feature_rows"])})
-    atomic_write(out / "slices.csv", buf.getvalue().encode())
+    atomic_write_bytes(out / "slices.csv", buf.getvalue().encode())
     if records:
         paths["histogram"] = str(out / "nmse_hist.png")
-        atomic_write(out / "nmse_hist.png", histogram_png(records, result["summary"]["threshold"]))
+        atomic_write_bytes(out / "nmse_hist.png", histogram_png(records, result["summary"]["threshold"]))
     for i, case in enumerate(result.get("worst", [])[:panels]):
         p = out / f"worst_{i:02d}.png"
-        atomic_write(p, panel_png(case))
+        atomic_write_bytes(p, panel_png(case))
         paths[f"panel_{i}"] = str(p)
     return paths
 

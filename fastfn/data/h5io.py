@@ -20,17 +20,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
+from fastfn.fileio import umask
+
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
 TARGET_KEYS = {False: "reconstruction_esc", True: "reconstruction_rss"}
 
 __all__ = ["ISMRMRD_NS", "TARGET_KEYS", "ismrmrd_header", "parse_ismrmrd_header",
            "write_fastmri_h5"]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def ismrmrd_header(encoded: Sequence[int], recon: Sequence[int], *,
@@ -176,7 +172,7 @@ def write_fastmri_h5(path: str | os.PathLike, kspace: np.ndarray, *,
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp creates 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -22,7 +21,8 @@ import h5py
 import numpy as np
 import torch
 
-from fastfn.data.h5io import TARGET_KEYS, _umask, parse_ismrmrd_header
+from fastfn.data.h5io import TARGET_KEYS, parse_ismrmrd_header
+from fastfn.fileio import atomic_write_text
 from fastfn.data.paths import cache_dir
 
 __all__ = ["SliceDataset", "RawSample", "RawSlice", "inspect_file", "BadFileError"]
@@ -211,18 +211,7 @@ class _MetadataCache:
             pass
         # Forget files that no longer exist (temporary folders, moved data sets).
         entries = {k: v for k, v in entries.items() if os.path.exists(k)}
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": CACHE_VERSION, "entries": entries}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(self.path, json.dumps({"version": CACHE_VERSION, "entries": entries}))
         self.dirty = False
 
 

@@ -22,7 +22,8 @@ import numpy as np
 from scipy import ndimage
 
 from fastfn.data.acquisition import center_crop_np, simulate_kspace
-from fastfn.data.h5io import _umask, ismrmrd_header, write_fastmri_h5
+from fastfn.data.h5io import ismrmrd_header, write_fastmri_h5
+from fastfn.fileio import atomic_write_text, umask
 from fastfn.data.paths import cache_dir
 from fastfn.data.phantom import LABEL_IDS, LABELS, knee_volume
 
@@ -71,23 +72,8 @@ def write_annotation_csv(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
     return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_synthetic_dataset(out: str | os.PathLike, volumes: int, slices: int,
@@ -179,7 +165,7 @@ def default_data(split: str = "train", *, size: int = 320, coils: Optional[int] 
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         write_synthetic_dataset(tmp, volumes, slices, coils=coils, size=size, seed=seed, snr=snr)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp creates 0700
         try:
             os.rename(tmp, final)
         except OSError:

@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import torch
 
+from fastfn.fileio import atomic_write_bytes, to_plain
+
 from fastfn.evaluation.robustness import (AttackSettings, evaluate_robustness, fn_rate_at,
                                           split_mask_specs)
 
@@ -183,7 +185,6 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None, *, engine:
     summary = summarize(report, std, rob, cfg, time.perf_counter() - t_start, out)
     summary["lesions"] = {label: {m: v["nmse_pooled"] for m, v in per_model.items()}
                           for label, per_model in lesions["labels"].items()}
-    from fastfn.train.checkpoint import atomic_write_bytes
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     table = (out / "evaluation" / "robustness.md").read_text()
     print("\n" + table)
@@ -225,7 +226,7 @@ def summarize(report: dict[str, Any], std: dict[str, Any], rob: dict[str, Any], 
         "train_seconds": {"standard": std["train_seconds"], "robust": rob["train_seconds"]},
         "n_slices": s["pgd"]["n_slices"],
         "wall_seconds": seconds,
-        "config": _plain(dataclasses.asdict(cfg)),
+        "config": to_plain(dataclasses.asdict(cfg)),
         "report": str(out / "evaluation" / "robustness.md"),
         "figures": [str(out / "evaluation" / f) for f in report["figures"]],
     }
@@ -241,10 +242,3 @@ def _headline(s: dict[str, Any]) -> str:
             f"{t['clean_ssim_drop_at_most_0.01']}); robust step costs "
             f"{s['robust_step_overhead']:.2f}x a clean step; total {s['wall_seconds'] / 60:.1f} min")
 
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x

@@ -269,7 +269,7 @@ def evaluate_lesions(models: Sequence[Any], data: str | Path | None, out: str | 
 
     from fastfn.data import KspaceTransform, SliceDataset, collate, default_data, parse_mask_spec
     from fastfn.evaluation.robustness import _load_models
-    from fastfn.train.checkpoint import atomic_write_bytes
+    from fastfn.fileio import atomic_write_bytes
     root = Path(data) if data is not None else default_data("val")
     csv_path = Path(annotations) if annotations is not None else root / "annotations.csv"
     boxes = read_annotations(csv_path, y_origin=y_origin)

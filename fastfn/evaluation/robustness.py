@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from fastfn.attack.report import wilson_interval
+from fastfn.fileio import atomic_write, atomic_write_bytes, to_plain
 
 ATTACKS = ("random", "pgd")
 
@@ -240,10 +241,9 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
         results[spec] = {name: {"clean": r.clean, **r.attacks} for name, r in per_model.items()}
         figures += _figures(per_model, loaded, batches, spec, settings, out, device, engine)
 
-    report = {"settings": _plain(asdict(settings)), "models": list(loaded), "masks": mask_specs,
+    report = {"settings": to_plain(asdict(settings)), "models": list(loaded), "masks": mask_specs,
               "attacks": list(attacks), "data": str(data) if data is not None else "synthetic",
               "results": results, "figures": figures}
-    from fastfn.train.checkpoint import atomic_write_bytes
     atomic_write_bytes(out / "robustness.json", json.dumps(report, indent=2).encode())
     atomic_write_bytes(out / "robustness.md", markdown_table(report).encode())
     return report
@@ -283,13 +283,6 @@ def default_load_batches(data: str | Path | None, mask_spec: str, batch_size: in
     idx = list(range(n))
     return [collate([ds[i] for i in idx[s:s + batch_size]]) for s in range(0, n, batch_size)]
 
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
@@ -359,22 +352,11 @@ def _distribution_figure(per_model: Mapping[str, _ModelResult], spec: str,
 
 
 def _save_fig(fig: Any, path: Path) -> Path:
-    import os
-    import tempfile
-
     import matplotlib.pyplot as plt
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 @torch.no_grad()

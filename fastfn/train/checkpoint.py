@@ -22,16 +22,16 @@ key                 content
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from fastfn.fileio import atomic_write, to_plain
 
 FORMAT = "fastfn-checkpoint"
 VERSION = 1
@@ -41,39 +41,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: corrupt, truncated, or for another model/config."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, os.replace."""
-    _atomic(path, lambda f: f.write(data))
-
-
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Save ``state`` atomically: a crash mid-write leaves the old file (or none)."""
-    _atomic(Path(path), lambda f: torch.save(state, f))
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu"
@@ -111,7 +81,7 @@ def check_same_model(state: dict[str, Any], model_name: str, model_config: dict[
     if state["model_name"] != model_name:
         raise CheckpointError(f"checkpoint {path} holds a {state['model_name']!r} model, "
                               f"not {model_name!r}")
-    saved, wanted = _plain(state["model_config"]), _plain(model_config)
+    saved, wanted = to_plain(state["model_config"]), to_plain(model_config)
     if saved != wanted:
         diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise CheckpointError(
@@ -190,10 +160,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss"]))
 
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x

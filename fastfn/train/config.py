@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from fastfn.fileio import atomic_write_bytes, to_plain
+
 from fastfn.train.robust import RobustConfig
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
@@ -139,7 +141,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists): YAML- and weights_only-safe."""
-        return _plain(dataclasses.asdict(self))
+        return to_plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> "TrainConfig":
@@ -176,7 +178,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the config as YAML, atomically."""
-    from fastfn.train.checkpoint import atomic_write_bytes
     atomic_write_bytes(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
 
 
@@ -201,7 +202,7 @@ def set_dotted(d: dict[str, Any], key: str, value: Any, *, source: str) -> None:
     node = d
     for i, part in enumerate(parts[:-1]):
         if i == 0 and part == "robust" and node.get(part) is None:
-            node[part] = _plain(dataclasses.asdict(RobustConfig()))  # switched on by this key
+            node[part] = to_plain(dataclasses.asdict(RobustConfig()))  # switched on by this key
         if part not in node or not isinstance(node[part], dict):
             raise KeyError(f"{source}: unknown config key {'.'.join(parts[:i + 1])!r}")
         node = node[part]
@@ -225,13 +226,6 @@ def _merge(base: dict[str, Any], new: dict[str, Any], *, source: str, prefix: st
         else:
             base[key] = value
 
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
 
 
 def _build(cls: type, d: dict[str, Any], source: str, prefix: str) -> Any:

@@ -119,7 +119,8 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path, *, data: str | 
     import json
 
     from fastfn.data import KspaceTransform, SliceDataset, collate, default_data
-    from fastfn.train.checkpoint import atomic_write_bytes, load_reconstructor
+    from fastfn.fileio import atomic_write_bytes
+    from fastfn.train.checkpoint import load_reconstructor
     from fastfn.train.data import EpochShuffleSampler, make_loader, mask_function
     from fastfn.train.distributed import resolve_device
     from fastfn.train.logging import save_panel

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import torch
 
-from fastfn.train.checkpoint import atomic_write_bytes
+from fastfn.fileio import atomic_write_bytes
 
 
 class MetricsLogger:

@@ -13,7 +13,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from fastfn.train.checkpoint import CheckpointError, atomic_write_bytes, check_same_model, load_checkpoint
+from fastfn.fileio import atomic_write_bytes
+from fastfn.train.checkpoint import CheckpointError, check_same_model, load_checkpoint
 from fastfn.train.config import TrainConfig, save_config
 from fastfn.train.distributed import DistInfo, broadcast_object, cleanup, init_distributed
 from fastfn.train.trainer import ExtraLoss, Trainer, seed_everything

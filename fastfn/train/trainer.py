@@ -123,7 +123,7 @@ class Trainer:
         if model_config is not None:
             self.model_config = dict(model_config)
         elif cfg_obj is not None and dataclasses.is_dataclass(cfg_obj):
-            self.model_config = ckpt._plain(dataclasses.asdict(cfg_obj))
+            self.model_config = ckpt.to_plain(dataclasses.asdict(cfg_obj))
         else:
             self.model_config = dict(config.model_config)
         self.optimizer = build_optimizer(self.model.parameters(), config)
