@@ -298,6 +298,53 @@ def test_cascade_unet_denoiser_shapes_hard_dc_and_gradient(device):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+@pytest.mark.parametrize("denoiser", ["cnn", "unet"])
+def test_cascade_norm_option_shapes_hard_dc_and_gradient(device, denoiser):
+    # 30 x 26 is not a multiple of 2**pools = 4: the U-Net denoiser must pad and crop back
+    model = CascadeNet(num_cascades=2, chans=4, num_convs=3, dc="hard", denoiser=denoiser, pools=2,
+                       norm=True).to(device)
+    k, mask = inputs("cascade", (30, 26), device)
+    k.requires_grad_(True)
+    x = model.reconstruct_complex(k, mask)
+    assert x.shape == k.shape and x.is_complex()
+    kx = ref_fft2c(x)
+    sampled = mask.bool().expand_as(kx)
+    torch.testing.assert_close(kx[sampled], k[sampled], rtol=0, atol=1e-5 * k.abs().max().item())
+    assert (kx[~sampled].abs() > 1e-3).float().mean() > 0.5
+    out = model(k, mask, crop_size=(20, 20))
+    assert out.shape == (2, 20, 20)
+    (grad,) = torch.autograd.grad(out.sum(), k)
+    assert grad[sampled].abs().gt(0).float().mean() > 0.9
+    # the gradient also reaches the masked (unsampled) k-space entries through the zero-filled input
+    assert grad[~sampled].abs().gt(0).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("denoiser", ["cnn", "unet"])
+def test_cascade_norm_denoiser_is_scale_and_shift_equivariant(denoiser):
+    """With norm, D(a x + b) - (a x + b) == a (D(x) - x) for a > 0 and a per-channel shift b."""
+    model = CascadeNet(num_cascades=1, chans=4, num_convs=3, denoiser=denoiser, pools=2, norm=True)
+    cnn = model.cnns[0].double()
+    x = torch.randn(2, 16, 12, dtype=torch.complex128)
+    a, b = 37.0, complex(-2.0, 5.0)
+    with torch.no_grad():
+        ref = a * (cnn(x) - x)
+        got = cnn(a * x + b) - (a * x + b)
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9 * ref.abs().max().item())
+    # without norm a plain CNN is not scale equivariant (biases), so the property is the option's
+    plain = CascadeNet(num_cascades=1, chans=4, num_convs=3, denoiser=denoiser, pools=2).cnns[0].double()
+    with torch.no_grad():
+        assert not torch.allclose(plain(a * x) - a * x, a * (plain(x) - x), rtol=1e-6)
+
+
+def test_cascade_norm_defaults_off_and_adds_no_parameters():
+    """Old checkpoints (made before the option existed) load: same keys, norm off by default."""
+    assert make_config("cascade").norm is False
+    old = build_model("cascade", **TINY["cascade"])
+    new = build_model("cascade", **TINY["cascade"], norm=True)
+    assert old.state_dict().keys() == new.state_dict().keys()
+    new.load_state_dict(old.state_dict())
+
+
 def test_cascade_rejects_unknown_denoiser():
     with pytest.raises(ValueError, match="denoiser"):
         CascadeNet(denoiser="resnet")

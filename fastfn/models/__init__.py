@@ -39,6 +39,7 @@ class CascadeConfig:
     lam_init: float = 1.0     # initial soft-DC noise weight (soft only)
     denoiser: str = "cnn"     # "cnn" | "unet"
     pools: int = 3            # pool levels per U-Net denoiser (denoiser="unet" only)
+    norm: bool = False        # per-image, per-channel mean/std normalisation around each denoiser
 
 
 @dataclass

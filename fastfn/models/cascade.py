@@ -20,6 +20,32 @@ from fastfn.models.unet import Unet
 from fastfn.ops import data_consistency, ifft2c
 
 
+def residual_on_channels(x: torch.Tensor, net: nn.Module, norm: bool, pad_multiple: int = 1,
+                         eps: float = 1e-6) -> torch.Tensor:
+    """x + D(x) with D = ``net`` applied to x as 2 real channels (real, imag).
+
+    With ``norm`` (fastMRI VarNet's NormUnet idea) each image's channels are shifted and
+    scaled to zero mean, unit std before ``net``, and the residual is scaled back by that
+    std; H and W are zero-padded (after normalising) to multiples of ``pad_multiple``
+    and cropped back. complex (B, H, W) -> complex (B, H, W).
+    """
+    chans = torch.view_as_real(x).permute(0, 3, 1, 2)                    # (B, 2, H, W)
+    if norm:
+        mean = chans.mean(dim=(-2, -1), keepdim=True)
+        std = chans.std(dim=(-2, -1), keepdim=True).clamp_min(eps)      # (B, 2, 1, 1)
+        chans = (chans - mean) / std
+    h, w = chans.shape[-2:]
+    pad_h, pad_w = (-h) % pad_multiple, (-w) % pad_multiple
+    if pad_h or pad_w:
+        chans = F.pad(chans, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+    out = net(chans)
+    out = out[..., pad_h // 2:pad_h // 2 + h, pad_w // 2:pad_w // 2 + w]
+    out = out.to(x.real.dtype)          # under autocast the convs return half precision
+    if norm:
+        out = out * std
+    return x + torch.complex(out[:, 0], out[:, 1])
+
+
 class ResidualCNN(nn.Module):
     """x + CNN(x) on a complex image as 2 real channels.
 
@@ -27,8 +53,9 @@ class ResidualCNN(nn.Module):
     complex (B, H, W) -> complex (B, H, W).
     """
 
-    def __init__(self, chans: int = 32, num_convs: int = 5) -> None:
+    def __init__(self, chans: int = 32, num_convs: int = 5, norm: bool = False) -> None:
         super().__init__()
+        self.norm = norm
         if num_convs < 2 or chans < 1:
             raise ValueError(f"ResidualCNN: need num_convs >= 2 and chans >= 1, got {num_convs}, {chans}")
         widths = [2] + [chans] * (num_convs - 1) + [2]
@@ -40,9 +67,7 @@ class ResidualCNN(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(torch.view_as_real(x).permute(0, 3, 1, 2))     # (B, 2, H, W)
-        out = out.to(x.real.dtype)          # under autocast the convs return half precision
-        return x + torch.complex(out[:, 0], out[:, 1])
+        return residual_on_channels(x, self.layers, self.norm)
 
 
 class ResidualUnet(nn.Module):
@@ -51,14 +76,13 @@ class ResidualUnet(nn.Module):
     complex (B, H, W) -> complex (B, H, W); H, W as `Unet` requires for ``num_pool_layers``.
     """
 
-    def __init__(self, chans: int = 16, num_pool_layers: int = 3) -> None:
+    def __init__(self, chans: int = 16, num_pool_layers: int = 3, norm: bool = False) -> None:
         super().__init__()
+        self.norm = norm
         self.unet = Unet(2, 2, chans, num_pool_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.unet(torch.view_as_real(x).permute(0, 3, 1, 2))       # (B, 2, H, W)
-        out = out.to(x.real.dtype)
-        return x + torch.complex(out[:, 0], out[:, 1])
+        return residual_on_channels(x, self.unet, self.norm, pad_multiple=2 ** self.unet.num_pool_layers)
 
 
 class DataConsistency(nn.Module):
@@ -100,7 +124,7 @@ class CascadeNet(Reconstructor):
 
     def __init__(self, num_cascades: int = 5, chans: int = 32, num_convs: int = 5,
                  dc: str = "hard", lam_init: float = 1.0, denoiser: str = "cnn", pools: int = 3,
-                 eps: float = 1e-12) -> None:
+                 norm: bool = False, eps: float = 1e-12) -> None:
         super().__init__()
         if num_cascades < 1:
             raise ValueError(f"CascadeNet: num_cascades must be >= 1, got {num_cascades}")
@@ -110,7 +134,9 @@ class CascadeNet(Reconstructor):
             raise ValueError(f"CascadeNet: denoiser must be 'cnn' or 'unet', got {denoiser!r}")
 
         def make_denoiser() -> nn.Module:
-            return ResidualCNN(chans, num_convs) if denoiser == "cnn" else ResidualUnet(chans, pools)
+            if denoiser == "cnn":
+                return ResidualCNN(chans, num_convs, norm)
+            return ResidualUnet(chans, pools, norm)
 
         self.cnns = nn.ModuleList([make_denoiser() for _ in range(num_cascades)])
         self.dcs = nn.ModuleList([DataConsistency(dc == "soft", lam_init) for _ in range(num_cascades)])
