@@ -336,13 +336,37 @@ def test_cascade_norm_denoiser_is_scale_and_shift_equivariant(denoiser):
         assert not torch.allclose(plain(a * x) - a * x, a * (plain(x) - x), rtol=1e-6)
 
 
+def test_cascade_instance_norm_option_shapes_hard_dc_and_gradient(device):
+    model = CascadeNet(num_cascades=2, chans=4, num_convs=3, dc="hard", instance_norm=True).to(device)
+    assert sum(isinstance(m, nn.InstanceNorm2d) for m in model.cnns[0].modules()) == 2
+    k, mask = inputs("cascade", (30, 26), device)
+    k.requires_grad_(True)
+    x = model.reconstruct_complex(k, mask)
+    assert x.shape == k.shape and x.is_complex()
+    kx = ref_fft2c(x)
+    sampled = mask.bool().expand_as(kx)
+    torch.testing.assert_close(kx[sampled], k[sampled], rtol=0, atol=1e-5 * k.abs().max().item())
+    assert (kx[~sampled].abs() > 1e-3).float().mean() > 0.5
+    (grad,) = torch.autograd.grad(model(k, mask, crop_size=(20, 20)).sum(), k)
+    assert grad[sampled].abs().gt(0).float().mean() > 0.9
+    assert grad[~sampled].abs().gt(0).float().mean() > 0.9
+    # instance norm after the first conv: the rest of the CNN ignores a positive scale and a shift of its features
+    z = torch.randn(2, 4, 16, 12, dtype=torch.float64)
+    rest = model.cnns[0].cpu().double().layers[1:]
+    with torch.no_grad():
+        torch.testing.assert_close(rest(2.5 * z + 0.7), rest(z), rtol=1e-4, atol=1e-4)  # eps of the norm
+
+
 def test_cascade_norm_defaults_off_and_adds_no_parameters():
     """Old checkpoints (made before the option existed) load: same keys, norm off by default."""
-    assert make_config("cascade").norm is False
+    assert make_config("cascade").norm is False and make_config("cascade").instance_norm is False
     old = build_model("cascade", **TINY["cascade"])
-    new = build_model("cascade", **TINY["cascade"], norm=True)
-    assert old.state_dict().keys() == new.state_dict().keys()
-    new.load_state_dict(old.state_dict())
+    for option in ("norm", "instance_norm"):
+        new = build_model("cascade", **TINY["cascade"], **{option: True})
+        if option == "norm":        # instance norm inserts layers, so only its parameter count matches
+            assert old.state_dict().keys() == new.state_dict().keys()
+            new.load_state_dict(old.state_dict())
+        assert sum(p.numel() for p in new.parameters()) == sum(p.numel() for p in old.parameters())
 
 
 def test_cascade_rejects_unknown_denoiser():

@@ -40,6 +40,7 @@ class CascadeConfig:
     denoiser: str = "cnn"     # "cnn" | "unet"
     pools: int = 3            # pool levels per U-Net denoiser (denoiser="unet" only)
     norm: bool = False        # per-image, per-channel mean/std normalisation around each denoiser
+    instance_norm: bool = False  # InstanceNorm2d inside the CNN denoisers (denoiser="cnn" only)
 
 
 @dataclass

@@ -49,11 +49,13 @@ def residual_on_channels(x: torch.Tensor, net: nn.Module, norm: bool, pad_multip
 class ResidualCNN(nn.Module):
     """x + CNN(x) on a complex image as 2 real channels.
 
-    ``num_convs`` 3x3 convs (2 -> chans -> ... -> chans -> 2) with ReLU between them.
+    ``num_convs`` 3x3 convs (2 -> chans -> ... -> chans -> 2) with ReLU between them
+    (``instance_norm``: InstanceNorm2d before each ReLU); ``norm``: see `residual_on_channels`.
     complex (B, H, W) -> complex (B, H, W).
     """
 
-    def __init__(self, chans: int = 32, num_convs: int = 5, norm: bool = False) -> None:
+    def __init__(self, chans: int = 32, num_convs: int = 5, norm: bool = False,
+                 instance_norm: bool = False) -> None:
         super().__init__()
         self.norm = norm
         if num_convs < 2 or chans < 1:
@@ -63,6 +65,8 @@ class ResidualCNN(nn.Module):
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1))
             if i < num_convs - 1:
+                if instance_norm:
+                    layers.append(nn.InstanceNorm2d(c_out))     # no affine: no new parameters
                 layers.append(nn.ReLU(inplace=True))
         self.layers = nn.Sequential(*layers)
 
@@ -124,7 +128,7 @@ class CascadeNet(Reconstructor):
 
     def __init__(self, num_cascades: int = 5, chans: int = 32, num_convs: int = 5,
                  dc: str = "hard", lam_init: float = 1.0, denoiser: str = "cnn", pools: int = 3,
-                 norm: bool = False, eps: float = 1e-12) -> None:
+                 norm: bool = False, instance_norm: bool = False, eps: float = 1e-12) -> None:
         super().__init__()
         if num_cascades < 1:
             raise ValueError(f"CascadeNet: num_cascades must be >= 1, got {num_cascades}")
@@ -135,7 +139,7 @@ class CascadeNet(Reconstructor):
 
         def make_denoiser() -> nn.Module:
             if denoiser == "cnn":
-                return ResidualCNN(chans, num_convs, norm)
+                return ResidualCNN(chans, num_convs, norm, instance_norm)
             return ResidualUnet(chans, pools, norm)
 
         self.cnns = nn.ModuleList([make_denoiser() for _ in range(num_cascades)])
