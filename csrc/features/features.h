@@ -63,5 +63,20 @@ FASTFN_HD int64_t ring_halfwidth(int64_t ring, int64_t dy) {
   return ring - (dy < 0 ? -dy : dy);
 }
 
+// Marks pixel i of an H x W loss-region map and its 4-neighbour ring of radius
+// `ring` (a diamond, clipped at the image border) with 1.
+template <typename T>
+FASTFN_HD void mark_ring(T* region, int64_t i, int64_t H, int64_t W, int64_t ring) {
+  const int64_t y = i / W, x = i % W;
+  for (int64_t dy = -ring; dy <= ring; ++dy) {
+    const int64_t yy = y + dy;
+    if (yy < 0 || yy >= H) continue;
+    const int64_t hw = ring_halfwidth(ring, dy);
+    const int64_t x0 = x - hw < 0 ? 0 : x - hw;
+    const int64_t x1 = x + hw >= W ? W - 1 : x + hw;
+    for (int64_t xx = x0; xx <= x1; ++xx) region[yy * W + xx] = T(1);
+  }
+}
+
 }  // namespace features
 }  // namespace fastfn

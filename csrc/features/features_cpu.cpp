@@ -49,15 +49,7 @@ void insert_loop(const at::Tensor& index, const at::Tensor& values, at::Tensor& 
         const int64_t i = idx[f * P + p];
         if (i < 0) continue;
         of[i] += val[f * P + p];
-        const int64_t y = i / W, x = i % W;
-        for (int64_t dy = -ring; dy <= ring; ++dy) {
-          const int64_t yy = y + dy;
-          if (yy < 0 || yy >= H) continue;
-          const int64_t hw = ring_halfwidth(ring, dy);
-          const int64_t x0 = x - hw < 0 ? 0 : x - hw;
-          const int64_t x1 = x + hw >= W ? W - 1 : x + hw;
-          for (int64_t xx = x0; xx <= x1; ++xx) rf[yy * W + xx] = T(1);
-        }
+        mark_ring(rf, i, H, W, ring);
       }
     }
   });

@@ -55,16 +55,7 @@ __global__ void insert_kernel(const int64_t* __restrict__ idx, const T* __restri
   const int64_t f = t / P;
   const int64_t HW = H * W;
   atomicAdd(out + f * HW + i, val[t]);
-  T* rf = region + f * HW;
-  const int64_t y = i / W, x = i % W;
-  for (int64_t dy = -ring; dy <= ring; ++dy) {
-    const int64_t yy = y + dy;
-    if (yy < 0 || yy >= H) continue;
-    const int64_t hw = ring_halfwidth(ring, dy);
-    const int64_t x0 = x - hw < 0 ? 0 : x - hw;
-    const int64_t x1 = x + hw >= W ? W - 1 : x + hw;
-    for (int64_t xx = x0; xx <= x1; ++xx) rf[yy * W + xx] = T(1);
-  }
+  mark_ring(region + f * HW, i, H, W, ring);
 }
 
 std::tuple<at::Tensor, at::Tensor> insert_features_cuda(const at::Tensor& images, const at::Tensor& index,
