@@ -4,7 +4,6 @@ Nothing here touches CUDA at import time.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -44,3 +43,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"no shared data folder at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """One torch thread for a module of small-tensor tests: intra-op threads gain nothing
+    there, and on a shared 2-core CPU they contend (OpenMP spin-waiting made them ~10x
+    slower). Restores the previous setting. Use with pytest.mark.usefixtures."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

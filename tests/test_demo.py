@@ -5,18 +5,11 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from fastfn.evaluation.demo import DemoConfig, run_demo
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest single-threaded (and a shared CI CPU does not thrash)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 @pytest.fixture

@@ -14,13 +14,7 @@ from fastfn.models import build_model
 from test_robust import make_batch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest single-threaded (and a shared CI CPU does not thrash)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def test_split_mask_specs():

@@ -11,13 +11,7 @@ skm = pytest.importorskip("skimage.metrics")
 from fastfn.losses import SSIMLoss, build_loss, masked_l1, masked_nmse  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a shared CPU they only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def images(batch: int = 3, h: int = 24, w: int = 20, dtype=torch.float32):

@@ -17,13 +17,7 @@ skm = pytest.importorskip("skimage.metrics")
 from fastfn.metrics import VolumeMetrics, nmse, psnr, ssim, volume_metrics  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a shared CPU they only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def fastmri_eval(gt: np.ndarray, pred: np.ndarray, maxval=None) -> dict:

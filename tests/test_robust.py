@@ -12,13 +12,7 @@ from fastfn.ops import fft2c
 from fastfn.train.robust import RobustConfig, feature_loss, make_robust_loss, step_generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run fastest single-threaded (and a shared CI CPU does not thrash)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def make_batch(B: int = 2, n: int = 32, seed: int = 0, device="cpu") -> dict:
