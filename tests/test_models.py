@@ -351,9 +351,46 @@ def test_cascade_instance_norm_option_shapes_hard_dc_and_gradient(device):
         torch.testing.assert_close(rest(2.5 * z + 0.7), rest(z), rtol=1e-4, atol=1e-4)  # eps of the norm
 
 
+@pytest.mark.parametrize("norm", [False, True])
+def test_residual_on_channels_magnitude_is_the_third_input_channel(norm):
+    """magnitude=True feeds (re, im, |re + i im|) of the (normalised) channels to the net."""
+    from fastfn.models.cascade import residual_on_channels
+    x = torch.randn(3, 10, 7, dtype=torch.complex128)
+    seen = {}
+
+    def net(chans):
+        seen["in"] = chans
+        return torch.zeros_like(chans[:, :2])
+    out = residual_on_channels(x, net, norm=norm, magnitude=True)
+    torch.testing.assert_close(out, x)              # zero residual: x itself
+    chans = seen["in"]
+    assert chans.shape == (3, 3, 10, 7)
+    re_im = torch.view_as_real(x).permute(0, 3, 1, 2)
+    if norm:
+        re_im = (re_im - re_im.mean(dim=(-2, -1), keepdim=True)) / re_im.std(dim=(-2, -1), keepdim=True)
+    torch.testing.assert_close(chans[:, :2], re_im)
+    torch.testing.assert_close(chans[:, 2], torch.complex(re_im[:, 0], re_im[:, 1]).abs())
+
+
+@pytest.mark.parametrize("denoiser", ["cnn", "unet"])
+def test_cascade_magnitude_option_widens_first_layer_and_trains(device, denoiser):
+    model = CascadeNet(num_cascades=2, chans=4, num_convs=3, denoiser=denoiser, pools=2,
+                       magnitude=True).to(device)
+    first = next(m for m in model.cnns[0].modules() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 3
+    k, mask = inputs("cascade", (32, 28), device)
+    x = model.reconstruct_complex(k, mask)
+    kx = ref_fft2c(x)
+    sampled = mask.bool().expand_as(kx)
+    torch.testing.assert_close(kx[sampled], k[sampled], rtol=0, atol=1e-5 * k.abs().max().item())
+    model(k, mask).sum().backward()
+    assert first.weight.grad[:, 2].abs().sum() > 0    # the magnitude channel is used
+
+
 def test_cascade_norm_defaults_off_and_adds_no_parameters():
     """Old checkpoints (made before the option existed) load: same keys, norm off by default."""
     assert make_config("cascade").norm is False and make_config("cascade").instance_norm is False
+    assert make_config("cascade").magnitude is False
     old = build_model("cascade", **TINY["cascade"])
     for option in ("norm", "instance_norm"):
         new = build_model("cascade", **TINY["cascade"], **{option: True})

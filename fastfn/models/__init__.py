@@ -41,6 +41,7 @@ class CascadeConfig:
     pools: int = 3            # pool levels per U-Net denoiser (denoiser="unet" only)
     norm: bool = False        # per-image, per-channel mean/std normalisation around each denoiser
     instance_norm: bool = False  # InstanceNorm2d inside the CNN denoisers (denoiser="cnn" only)
+    magnitude: bool = False   # |x| as a third input channel of every denoiser
 
 
 @dataclass

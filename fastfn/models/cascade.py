@@ -21,8 +21,12 @@ from fastfn.ops import data_consistency, ifft2c
 
 
 def residual_on_channels(x: torch.Tensor, net: nn.Module, norm: bool, pad_multiple: int = 1,
-                         eps: float = 1e-6) -> torch.Tensor:
+                         eps: float = 1e-6, magnitude: bool = False) -> torch.Tensor:
     """x + D(x) with D = ``net`` applied to x as 2 real channels (real, imag).
+
+    With ``magnitude`` |x| is a third input channel (after normalising, if ``norm``):
+    the anatomy's structure lives in the magnitude, which the real and imaginary parts
+    only show modulated by the slowly varying phase.
 
     With ``norm`` (fastMRI VarNet's NormUnet idea) each image's channels are shifted and
     scaled to zero mean, unit std before ``net``, and the residual is scaled back by that
@@ -34,6 +38,8 @@ def residual_on_channels(x: torch.Tensor, net: nn.Module, norm: bool, pad_multip
         mean = chans.mean(dim=(-2, -1), keepdim=True)
         std = chans.std(dim=(-2, -1), keepdim=True).clamp_min(eps)      # (B, 2, 1, 1)
         chans = (chans - mean) / std
+    if magnitude:
+        chans = torch.cat([chans, torch.linalg.vector_norm(chans, dim=1, keepdim=True)], dim=1)
     h, w = chans.shape[-2:]
     pad_h, pad_w = (-h) % pad_multiple, (-w) % pad_multiple
     if pad_h or pad_w:
@@ -55,12 +61,13 @@ class ResidualCNN(nn.Module):
     """
 
     def __init__(self, chans: int = 32, num_convs: int = 5, norm: bool = False,
-                 instance_norm: bool = False) -> None:
+                 instance_norm: bool = False, magnitude: bool = False) -> None:
         super().__init__()
         self.norm = norm
+        self.magnitude = magnitude
         if num_convs < 2 or chans < 1:
             raise ValueError(f"ResidualCNN: need num_convs >= 2 and chans >= 1, got {num_convs}, {chans}")
-        widths = [2] + [chans] * (num_convs - 1) + [2]
+        widths = [3 if magnitude else 2] + [chans] * (num_convs - 1) + [2]
         layers: List[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1))
@@ -71,7 +78,7 @@ class ResidualCNN(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_on_channels(x, self.layers, self.norm)
+        return residual_on_channels(x, self.layers, self.norm, magnitude=self.magnitude)
 
 
 class ResidualUnet(nn.Module):
@@ -80,13 +87,16 @@ class ResidualUnet(nn.Module):
     complex (B, H, W) -> complex (B, H, W); H, W as `Unet` requires for ``num_pool_layers``.
     """
 
-    def __init__(self, chans: int = 16, num_pool_layers: int = 3, norm: bool = False) -> None:
+    def __init__(self, chans: int = 16, num_pool_layers: int = 3, norm: bool = False,
+                 magnitude: bool = False) -> None:
         super().__init__()
         self.norm = norm
-        self.unet = Unet(2, 2, chans, num_pool_layers)
+        self.magnitude = magnitude
+        self.unet = Unet(3 if magnitude else 2, 2, chans, num_pool_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_on_channels(x, self.unet, self.norm, pad_multiple=2 ** self.unet.num_pool_layers)
+        return residual_on_channels(x, self.unet, self.norm, pad_multiple=2 ** self.unet.num_pool_layers,
+                                    magnitude=self.magnitude)
 
 
 class DataConsistency(nn.Module):
@@ -128,7 +138,8 @@ class CascadeNet(Reconstructor):
 
     def __init__(self, num_cascades: int = 5, chans: int = 32, num_convs: int = 5,
                  dc: str = "hard", lam_init: float = 1.0, denoiser: str = "cnn", pools: int = 3,
-                 norm: bool = False, instance_norm: bool = False, eps: float = 1e-12) -> None:
+                 norm: bool = False, instance_norm: bool = False, magnitude: bool = False,
+                 eps: float = 1e-12) -> None:
         super().__init__()
         if num_cascades < 1:
             raise ValueError(f"CascadeNet: num_cascades must be >= 1, got {num_cascades}")
@@ -139,8 +150,8 @@ class CascadeNet(Reconstructor):
 
         def make_denoiser() -> nn.Module:
             if denoiser == "cnn":
-                return ResidualCNN(chans, num_convs, norm, instance_norm)
-            return ResidualUnet(chans, pools, norm)
+                return ResidualCNN(chans, num_convs, norm, instance_norm, magnitude)
+            return ResidualUnet(chans, pools, norm, magnitude)
 
         self.cnns = nn.ModuleList([make_denoiser() for _ in range(num_cascades)])
         self.dcs = nn.ModuleList([DataConsistency(dc == "soft", lam_init) for _ in range(num_cascades)])
