@@ -157,11 +157,22 @@ struct GatherColumns {
   const int64_t* idx;  // (Bm, K)
   cx<T>* out;          // (N, K, H)
   int64_t C, H, W, K, Bm;
-  FASTFN_HD void operator()(int64_t row, int64_t h0, int64_t h1) const {
-    const int64_t n = row / K, q = row % K;
+  int64_t tile;        // rows h per work item: tile = 1 is one element per CUDA thread
+  // Work item (row = n * ceil(H / tile) + t, columns q0..q1): rows h of tile t for
+  // each column q. On the CPU a tile of rows of k0 stays in cache while every sampled
+  // column is read from it, and each column writes `tile` consecutive outputs;
+  // reading one column down all H rows instead misses the cache on every element.
+  FASTFN_HD void operator()(int64_t row, int64_t q0, int64_t q1) const {
+    const int64_t tiles = (H + tile - 1) / tile;
+    const int64_t n = row / tiles, h0 = (row % tiles) * tile;
+    const int64_t h1 = h0 + tile < H ? h0 + tile : H;
     const int64_t bm = Bm == 1 ? 0 : n / C;
-    const cx<T>* src = k0 + n * H * W + idx[bm * K + q];
-    for (int64_t h = h0; h < h1; ++h) out[row * H + h] = src[h * W] * centring_phase<T>(h, H);
+    const cx<T>* src = k0 + n * H * W;
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t col = idx[bm * K + q];
+      cx<T>* dst = out + (n * K + q) * H;
+      for (int64_t h = h0; h < h1; ++h) dst[h] = src[h * W + col] * centring_phase<T>(h, H);
+    }
   }
 };
 

@@ -1,8 +1,9 @@
 // Host-side orchestration of the masked-FFT ops, written once for every device:
 // argument checks, buffers, ATen's FFTs (pocketfft/MKL on CPU, cuFFT with ATen's
 // plan cache on CUDA) and the pointwise passes of masked_fft.h. `Backend::launch(f,
-// rows, inner)` runs functor f over rows x inner elements on the device; the CPU and
-// CUDA translation units each supply one and register the ops for their key.
+// rows, inner[, row_cost])` runs functor f over rows x inner elements on the device
+// (row_cost: elements one row touches when that is not `inner`, for the CPU's work
+// split); the CPU and CUDA translation units each supply one and register the ops.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -29,6 +30,7 @@ inline Tensor fft_strided(const Tensor& t, std::vector<int64_t> dims, bool forwa
   return at::_fft_c2c(t, dims, kFftUnnormalised, forward);
 }
 
+// Backend::kGatherTile: rows per work item of GatherColumns (see there).
 // Backend::kSplitSmall2d: MKL's 2D transform has a fixed cost of milliseconds per call,
 // so on CPU small 2D transforms run as two 1D ones (W, then H).
 template <class Backend>
@@ -144,9 +146,10 @@ Measurement<T> attach_measurement(Frame<T>& f, const Geometry& g, const Tensor& 
   const int64_t N = g.Bx * g.C;
   Tensor buf = at::empty({gather ? N : 0, plan.K, g.H}, k0.options());
   if (gather && plan.K > 0) {
+    const int64_t tile = Backend::kGatherTile;
     GatherColumns<T> gather{k0.data_ptr<cx<T>>(), plan.idx.data_ptr<int64_t>(), buf.data_ptr<cx<T>>(),
-                            g.C, g.H, g.W, plan.K, g.Bm};
-    Backend::launch(gather, N * plan.K, g.H);
+                            g.C, g.H, g.W, plan.K, g.Bm, tile};
+    Backend::launch(gather, N * ((g.H + tile - 1) / tile), plan.K, plan.K * tile);
     buf = fft_strided(buf, {2}, /*forward=*/false);
   }
   m.data = buf;
