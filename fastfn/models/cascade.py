@@ -131,7 +131,8 @@ class CascadeNet(Reconstructor):
     k-space scale; DC is linear in (x, k0), so the scaled problem is the same problem.
 
     ``denoiser="cnn"`` uses ``chans`` and ``num_convs``; ``denoiser="unet"`` uses
-    ``chans`` and ``pools`` (then H, W >= 2**pools).
+    ``chans`` and ``pools`` (then H, W >= 2**pools). ``magnitude``: every denoiser also
+    sees |x| as an input channel (recommended: docs/TRAINING.md's quality check).
     """
 
     multicoil = False
