@@ -101,6 +101,28 @@ def test_robust_loss_is_differentiable_and_deterministic_per_step(attack):
     assert float(other.detach()) != float(loss.detach()) != float(rank1.detach())
 
 
+def test_start_step_trains_clean_before_it_and_robust_from_it():
+    class CountingEngine(OpsFeatureSearch):
+        calls = 0
+
+        def search_features(self, *args, **kwargs):
+            CountingEngine.calls += 1
+            return super().search_features(*args, **kwargs)
+    model, batch = tiny_unet(), make_batch()
+    engine = CountingEngine()
+    cfg = RobustConfig(size=(3, 6), beta=0.5, start_step=5)
+    fn = make_robust_loss(cfg, engine=engine)
+    loss, logs = fn(model, batch, 4)
+    assert float(loss) == 0.0 and CountingEngine.calls == 0        # no search before start_step
+    on, on_logs = fn(model, batch, 5)
+    assert CountingEngine.calls == 1 and float(on.detach()) > 0 and on.requires_grad
+    assert set(logs) == set(on_logs)                                # CSV columns stay the same
+    ref, _ = make_robust_loss(RobustConfig(size=(3, 6), beta=0.5), engine=OpsFeatureSearch())(model, batch, 5)
+    assert float(on.detach()) == float(ref.detach())                # from start_step: the plain term
+    with pytest.raises(ValueError, match="robust.start_step"):
+        RobustConfig(start_step=-1)
+
+
 def test_pgd_search_finds_worse_features_than_its_random_starts():
     model, batch = tiny_unet(), make_batch(B=4)
     kw = dict(family="random_walk", size=(4, 8), intensity=(0.0, 1.0), restarts=3,

@@ -55,6 +55,10 @@ class RobustConfig:
         pgd_step_size: step as a fraction of the intensity range.
         curriculum_steps: > 0 ramps the largest feature size linearly from
             ``size[0]`` to ``size[1]`` over that many optimiser steps; 0: no ramp.
+        start_step: the adversarial term is on from this optimiser step; before it
+            the step is plain clean training (no feature search, no cost). 0: from
+            the first step. A clean start, then robust training, kept clean SSIM at
+            the demo's budget (docs/ROBUSTNESS.md).
         feature_loss: "l1" (masked L1 over T) or "nmse" (masked NMSE over T).
         feature_weight, image_weight: weights of the masked and full-image terms.
         ring: loss region T = the feature dilated by ``ring`` 4-neighbour steps.
@@ -69,6 +73,7 @@ class RobustConfig:
     pgd_steps: int = 3
     pgd_step_size: float = 0.25
     curriculum_steps: int = 0
+    start_step: int = 0
     feature_loss: str = "l1"
     feature_weight: float = 1.0
     image_weight: float = 1.0
@@ -94,7 +99,8 @@ class RobustConfig:
         for key in ("beta", "feature_weight", "image_weight", "pgd_step_size"):
             if getattr(self, key) < 0:
                 raise ValueError(f"robust.{key} must be >= 0, got {getattr(self, key)}")
-        for key, low in (("restarts", 1), ("pgd_steps", 0), ("curriculum_steps", 0), ("ring", 0)):
+        for key, low in (("restarts", 1), ("pgd_steps", 0), ("curriculum_steps", 0), ("start_step", 0),
+                         ("ring", 0)):
             if getattr(self, key) < low:
                 raise ValueError(f"robust.{key} must be >= {low}, got {getattr(self, key)}")
 
@@ -151,6 +157,10 @@ def make_robust_loss(config: RobustConfig, *, rank: int = 0, engine: Any = None)
                     ) -> tuple[torch.Tensor, dict[str, float]]:
         t0 = time.perf_counter()
         target = batch["target"]
+        if step < config.start_step:
+            # same log keys as a robust step, so the CSV logs keep their columns
+            return (torch.zeros((), device=target.device),
+                    {"feat_loss": 0.0, "image_loss": 0.0, "adv_nmse": 0.0, "robust_s": 0.0})
         g = step_generator(config.seed, step, rank, target.device)
         adv = adversarial_examples(_unwrap(model), batch, config, step, g, engine)
         pred = model(adv["masked_kspace"], batch["mask"], tuple(target.shape[-2:]))
