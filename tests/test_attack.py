@@ -218,6 +218,31 @@ def test_pgd_improves_on_its_random_starts():
     torch.testing.assert_close(best.nmse[:, 0], exp, rtol=1e-4, atol=1e-7)
 
 
+def test_pgd_screen_starts_from_the_worst_random_draws():
+    batch = make_batch(3)
+    model = tiny_model()
+    cfg = AttackConfig(pgd_restarts=2, pgd_steps=3, pgd_screen=4, margin=3, pgd_step_size=0.3)
+    t = batch["target"]
+    region = placement_region(t, cfg.features)
+    pool = engine.random_search(engine.Scorer(model, from_batch(batch)), t, cfg, 8,
+                                torch.Generator().manual_seed(7), region)
+    top = pool.top(2)
+    ranked = pool.nmse.sort(dim=1, descending=True).values[:, :2]
+    torch.testing.assert_close(top.nmse, ranked)
+    for n in range(3):   # top() carries each candidate's own support and intensities
+        for r in range(2):
+            j = int((pool.nmse[n] == top.nmse[n, r]).nonzero()[0])
+            assert torch.equal(top.index[n, r], pool.index[n, j]) and torch.equal(top.values[n, r], pool.values[n, j])
+    score = engine.Scorer(model, from_batch(batch))
+    after = engine.pgd(score, t, cfg, 2, 3, torch.Generator().manual_seed(7), region)
+    assert torch.equal(after.index, top.index)                  # the same draws, the two worst kept
+    assert (after.nmse >= top.nmse - 1e-6).all()                # never worse than its start
+    assert after.nmse.amax(1).mean() > pool.nmse.amax(1).mean()   # the steps add to the screening
+    assert score.evals == 3 * (8 + 2 * 4)                        # screening + (T + 1) per start
+    with pytest.raises(ValueError, match="pgd_screen"):
+        AttackConfig(pgd_screen=0)
+
+
 def test_refine_keeps_improvements_only():
     batch = make_batch(2)
     model = tiny_model()
@@ -333,6 +358,11 @@ def test_cli_attack(tmp_path):
     summary = json.loads((tmp_path / "out" / "attack.json").read_text())
     assert summary["n_slices"] == 2 and summary["method"] == "pgd" and summary["model_evals"] == 2 * 2 * 3
     assert 0 <= summary["fn_rate_ci95"][0] <= summary["fn_rate"] <= summary["fn_rate_ci95"][1] <= 1
+    rc = main(["attack", "--ckpt", str(tmp_path / "best.pt"), "--data", str(tmp_path / "data"),
+               "--method", "pgd", "--restarts", "2", "--steps", "2", "--screen", "3",
+               "--out", str(tmp_path / "screened"), "--panels", "0", "--no-progress", "--device", "cpu"])
+    screened = json.loads((tmp_path / "screened" / "attack.json").read_text())
+    assert rc == 0 and screened["model_evals"] == 2 * (3 * 2 + 2 * 3)   # screening + (T + 1) per start
     assert main(["attack", "--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o2")]) == 2
 
 

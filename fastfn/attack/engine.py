@@ -41,7 +41,11 @@ class AttackConfig:
 
     Search settings:
         random_restarts: random features per slice of random search (authors: 11).
-        pgd_restarts: random starts per slice of the gradient attack.
+        pgd_restarts: starts per slice of the gradient attack.
+        pgd_screen: S > 1 draws S x pgd_restarts random features per slice, scores them
+            (forward only, S x pgd_restarts model evaluations) and starts the gradient
+            steps from the pgd_restarts worst: location and shape come from the
+            random draws, the gradient steps then push the intensities. 1: random starts.
         pgd_steps: sign-gradient steps T per start.
         pgd_step_size: initial step as a fraction of the feature's intensity range.
         schedule: step schedule over the T steps: "constant", "linear" or "cosine"
@@ -68,6 +72,7 @@ class AttackConfig:
     ring: int = 1
     random_restarts: int = 11
     pgd_restarts: int = 4
+    pgd_screen: int = 1
     pgd_steps: int = 10
     pgd_step_size: float = 0.25
     schedule: str = "cosine"
@@ -83,7 +88,7 @@ class AttackConfig:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"AttackConfig.schedule: {self.schedule!r} not in {SCHEDULES}")
-        for key in ("random_restarts", "pgd_restarts", "chunk"):
+        for key in ("random_restarts", "pgd_restarts", "pgd_screen", "chunk"):
             if getattr(self, key) < 1:
                 raise ValueError(f"AttackConfig.{key} must be >= 1, got {getattr(self, key)}")
         if self.pgd_steps < 0 or self.refine_iters < 0 or self.refine_step < 1:
@@ -178,6 +183,13 @@ class Candidates:
         take = lambda x: torch.gather(x, 1, j.view(-1, 1, *([1] * (x.dim() - 2))).expand(-1, 1, *x.shape[2:]))
         return Candidates(take(self.index), take(self.values), take(self.lo), take(self.hi), take(self.nmse))
 
+    def top(self, k: int) -> "Candidates":
+        """The k highest-NMSE candidates of each slice (R = k), worst first."""
+        j = self.nmse.topk(k, dim=1).indices
+        take = lambda x: torch.gather(x, 1, j.view(*j.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
+        return Candidates(take(self.index).contiguous(), take(self.values).contiguous(),
+                          take(self.lo).contiguous(), take(self.hi).contiguous(), take(self.nmse))
+
 
 def draw(targets: torch.Tensor, cfg: AttackConfig, R: int, generator: torch.Generator | None,
          region: torch.Tensor | None = None) -> Candidates:
@@ -202,12 +214,17 @@ def random_search(score: Scorer, targets: torch.Tensor, cfg: AttackConfig, R: in
 
 def pgd(score: Scorer, targets: torch.Tensor, cfg: AttackConfig, R: int, T: int,
         generator: torch.Generator | None, region: torch.Tensor | None = None) -> Candidates:
-    """Projected sign-gradient ascent on the intensities from R random features per slice.
+    """Projected sign-gradient ascent on the intensities from R features per slice.
 
-    T steps (each one forward + backward), then a final forward; every candidate
-    keeps the best intensities it visited. Returns all R candidates.
+    The starts are R random features, or with ``cfg.pgd_screen`` S > 1 the R worst
+    of S x R scored random features. T steps (each one forward + backward), then a
+    final forward; every candidate keeps the best intensities it visited (and its
+    screening score). Returns all R candidates.
     """
-    c = draw(targets, cfg, R, generator, region)
+    if cfg.pgd_screen > 1:
+        c = random_search(score, targets, cfg, R * cfg.pgd_screen, generator, region).top(R)
+    else:
+        c = draw(targets, cfg, R, generator, region)
     pert, reg = insert_features(targets, c.index, c.values, cfg.ring)
     pert = pert.contiguous()
     best_values, best_nmse = c.values.clone(), c.nmse.clone()

@@ -34,6 +34,9 @@ def register(sub) -> None:
                    help="random search: features per slice")
     p.add_argument("--pgd-restarts", type=int, default=d.pgd_restarts)
     p.add_argument("--pgd-steps", type=int, default=d.pgd_steps)
+    p.add_argument("--pgd-screen", type=int, default=d.pgd_screen,
+                   help="gradient attack: start from the worst pgd-restarts of pgd-screen x "
+                        "pgd-restarts scored random features (1: random starts)")
     p.add_argument("--pgd-step-size", type=float, default=d.pgd_step_size,
                    help="fraction of the intensity range per step")
     p.add_argument("--threshold", type=float, default=d.threshold,
@@ -53,6 +56,7 @@ def run(args) -> int:
     settings = AttackSettings(family=args.family, size=tuple(args.size),
                               random_restarts=args.restarts, pgd_restarts=args.pgd_restarts,
                               pgd_steps=args.pgd_steps, pgd_step_size=args.pgd_step_size,
+                              pgd_screen=args.pgd_screen,
                               threshold=args.threshold, seed=args.seed)
     device = args.device
     if device == "auto":
