@@ -113,11 +113,14 @@ def synthetic_folders(cfg: DemoConfig) -> tuple[Path, Path]:
 def _loaders(train: Path, val: Path, cfg: DemoConfig):
     from fastfn.data import SliceDataset, collate, parse_mask_spec
     from fastfn.data.transforms import KspaceTransform
-    from fastfn.train.data import make_loader
-    mask = parse_mask_spec(cfg.mask)
-    train_ds = SliceDataset(train, transform=KspaceTransform(mask, use_seed=False))
-    val_ds = SliceDataset(val, transform=KspaceTransform(mask, use_seed=True))
-    return (make_loader(train_ds, cfg.batch_size, seed=cfg.seed, collate_fn=collate),
+    from fastfn.train.data import EpochMaskTransform, make_loader
+    # The trainer's training masks: fresh per slice and epoch, drawn from (seed, epoch,
+    # slice, file), so both models see the same masks and a rerun the same numbers.
+    train_tf = EpochMaskTransform(KspaceTransform(parse_mask_spec(cfg.mask), use_seed=False), cfg.seed)
+    train_ds = SliceDataset(train, transform=train_tf)
+    val_ds = SliceDataset(val, transform=KspaceTransform(parse_mask_spec(cfg.mask), use_seed=True))
+    return (make_loader(train_ds, cfg.batch_size, seed=cfg.seed, collate_fn=collate,
+                        epoch_hooks=[train_tf.set_epoch]),
             make_loader(val_ds, cfg.batch_size, shuffle=False, collate_fn=collate))
 
 
