@@ -25,8 +25,14 @@ def tiny_cfg(tmp_path, monkeypatch):
 
 def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, tiny_cfg, capsys):
     from fastfn.train.robust import OpsFeatureSearch
+    tiny_cfg = dataclasses.replace(tiny_cfg, steps=4, robust_start=0.5)
     summary = run_demo(tmp_path / "demo", tiny_cfg, engine=OpsFeatureSearch())
     out = tmp_path / "demo"
+    assert summary["robust_start_step"] == 2
+    # the robust run logged its adversarial term as off for steps 1-2 and on for 3-4
+    rows = [json.loads(l) for l in (out / "robust" / "metrics.jsonl").read_text().splitlines()]
+    robust_s = {r["step"]: r["extra/robust_s"] for r in rows if r["split"] == "train"}
+    assert robust_s[2] == 0.0 and robust_s[4] > 0.0
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     report = json.loads((out / "evaluation" / "robustness.json").read_text())
@@ -70,3 +76,9 @@ def test_demo_training_masks_are_reproducible_and_fresh_per_epoch(tiny_cfg):
     assert len(first) == len(second) == 4
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     assert not torch.equal(first[0], first[2])     # same batch position, next epoch: new masks
+
+
+def test_demo_rejects_a_bad_robust_start(tmp_path, tiny_cfg):
+    with pytest.raises(ValueError, match="robust_start"):
+        run_demo(tmp_path / "demo", dataclasses.replace(tiny_cfg, robust_start=1.0))
+    assert not (tmp_path / "demo" / "standard").exists()     # nothing trained

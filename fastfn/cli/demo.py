@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--eval-slices", type=int, default=d.eval_slices)
     p.add_argument("--robust-attack", choices=("random", "pgd"), default=d.robust.attack)
     p.add_argument("--robust-beta", type=float, default=d.robust.beta)
+    p.add_argument("--robust-start", type=float, default=d.robust_start,
+                   help="fraction of the steps the robust U-Net trains clean before its "
+                        "adversarial term switches on (0: from the first step)")
     p.add_argument("--pgd-steps", type=int, default=d.attack.pgd_steps,
                    help="evaluation gradient-attack steps")
     p.add_argument("--threshold", type=float, default=d.attack.threshold,
@@ -60,6 +63,7 @@ def run(args) -> int:
         engine=args.engine, seed=args.seed,
         progress=not args.no_progress,
         robust=dataclasses.replace(d.robust, attack=args.robust_attack, beta=args.robust_beta),
+        robust_start=args.robust_start,
         attack=dataclasses.replace(d.attack, pgd_steps=args.pgd_steps,
                                    threshold=args.threshold))
     run_demo(args.out, cfg)

@@ -49,6 +49,9 @@ class DemoConfig:
         mask: training mask; eval_masks: evaluation settings (comma-separated).
         eval_slices: validation slices attacked per mask.
         robust: robust training settings (its ``seed`` differs from the evaluation's).
+        robust_start: fraction of ``steps`` the robust U-Net trains clean before its
+            adversarial term switches on (sets ``robust.start_step``; 0: robust from
+            the first step). The same total budget either way.
         attack: the evaluation attack budget.
         device: "auto", "cpu" or "cuda".
         engine: feature search: "attack" (:mod:`fastfn.attack`), "ops" (the
@@ -74,6 +77,7 @@ class DemoConfig:
     robust: RobustConfig = field(default_factory=lambda: RobustConfig(
         attack="pgd", beta=0.1, size=(5, 15), restarts=1, pgd_steps=2, pgd_step_size=0.25,
         seed=12345))
+    robust_start: float = 0.0
     attack: AttackSettings = field(default_factory=lambda: AttackSettings(
         size=(10, 10), random_restarts=11, pgd_restarts=4, pgd_steps=5, pgd_step_size=0.2,
         threshold=0.2))
@@ -100,6 +104,13 @@ def _engine(name: str) -> Any:
         import fastfn.attack
         return fastfn.attack
     raise ValueError(f"demo: engine must be 'auto', 'attack' or 'ops', got {name!r}")
+
+
+def robust_start_step(cfg: DemoConfig) -> int:
+    """The optimiser step at which the robust U-Net's adversarial term switches on."""
+    if not 0.0 <= cfg.robust_start < 1.0:
+        raise ValueError(f"demo: robust_start must be in [0, 1), got {cfg.robust_start}")
+    return int(round(cfg.robust_start * cfg.steps))
 
 
 def synthetic_folders(cfg: DemoConfig) -> tuple[Path, Path]:
@@ -132,7 +143,7 @@ def train_unet(name: str, out: Path, cfg: DemoConfig, train_data: Any, val_data:
     from fastfn.train.trainer import Trainer, seed_everything
     model_config = {"chans": cfg.chans, "num_pool_layers": cfg.pools}
     tcfg = TrainConfig(model="unet", model_config=model_config, steps=cfg.steps,
-                       val_every=cfg.steps, log_every=10, seed=cfg.seed,
+                       val_every=cfg.steps, log_every=max(1, min(10, cfg.steps // 20)), seed=cfg.seed,
                        device=str(_device(cfg.device)), panels=2, tensorboard=False,
                        progress=cfg.progress, optim=OptimConfig(lr=cfg.lr),
                        data=DataConfig(mask=cfg.mask, batch_size=cfg.batch_size))
@@ -159,6 +170,7 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None, *, engine:
     ``engine``: the feature-search engine object (default: chosen by ``cfg.engine``).
     """
     cfg = cfg or DemoConfig()
+    robust_start_step(cfg)  # a bad fraction fails before any training
     if engine is None:
         engine = _engine(cfg.engine)
     if cfg.threads is not None:
@@ -174,7 +186,8 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None, *, engine:
     print("[demo] 2/4 standard training", flush=True)
     std = train_unet("standard", out, cfg, train_data, val_data, None)
     print("[demo] 3/4 robust training", flush=True)
-    rob = train_unet("robust", out, cfg, train_data, val_data, make_robust_loss(cfg.robust, engine=engine))
+    robust = dataclasses.replace(cfg.robust, start_step=robust_start_step(cfg))
+    rob = train_unet("robust", out, cfg, train_data, val_data, make_robust_loss(robust, engine=engine))
 
     print("[demo] 4/4 attacking both models", flush=True)
     report = evaluate_robustness(
@@ -225,7 +238,8 @@ def summarize(report: dict[str, Any], std: dict[str, Any], rob: dict[str, Any], 
         "targets": {"fn_rate_pgd_at_most_half": bool(fn_r <= 0.5 * fn_s) if fn_s > 0 else None,
                     "clean_ssim_drop_at_most_0.01": bool(ssim_s - ssim_r <= 0.01),
                     "clean_ssim_drop": ssim_s - ssim_r},
-        "robust_step_overhead": rob["seconds_per_step"] / max(std["seconds_per_step"], 1e-9),
+        "robust_start_step": robust_start_step(cfg),
+        "robust_step_overhead": _robust_overhead(std, rob, cfg),
         "train_seconds": {"standard": std["train_seconds"], "robust": rob["train_seconds"]},
         "n_slices": s["pgd"]["n_slices"],
         "wall_seconds": seconds,
@@ -233,6 +247,15 @@ def summarize(report: dict[str, Any], std: dict[str, Any], rob: dict[str, Any], 
         "report": str(out / "evaluation" / "robustness.md"),
         "figures": [str(out / "evaluation" / f) for f in report["figures"]],
     }
+
+
+def _robust_overhead(std: dict[str, Any], rob: dict[str, Any], cfg: DemoConfig) -> float:
+    """Time of a robust step over a clean one; the robust run's clean steps (before
+    ``robust_start_step``) are counted at the standard run's rate and left out."""
+    clean = max(std["seconds_per_step"], 1e-9)
+    start = robust_start_step(cfg)
+    robust_steps = max(cfg.steps - start, 1)
+    return max(rob["train_seconds"] - start * clean, 0.0) / robust_steps / clean
 
 
 def _headline(s: dict[str, Any]) -> str:
