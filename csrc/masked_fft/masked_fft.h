@@ -149,30 +149,25 @@ struct GradSens {
 };
 
 // Gather the sampled columns of k0 for h0 = F_{c,H}^-1 k0, with the pre-phase r_H, into a
-// (N, K, H) buffer so the FFT along H runs over its contiguous last dim:
-// out[n, q, h] = r_H[h] * k0[n, h, idx[bm, q]]. Rows: n * K + q; inner length H.
+// (N, H, K) buffer (then transformed along H, its dim 1):
+// out[n, h, q] = r_H[h] * k0[n, h, idx[bm, q]]. Rows: n * H + h; inner length K.
 template <typename T>
 struct GatherColumns {
   const cx<T>* k0;
   const int64_t* idx;  // (Bm, K)
-  cx<T>* out;          // (N, K, H)
+  cx<T>* out;          // (N, H, K): the sampled values of a k-space row stay together
   int64_t C, H, W, K, Bm;
-  int64_t tile;        // rows h per work item: tile = 1 is one element per CUDA thread
-  // Work item (row = n * ceil(H / tile) + t, columns q0..q1): rows h of tile t for
-  // each column q. On the CPU a tile of rows of k0 stays in cache while every sampled
-  // column is read from it, and each column writes `tile` consecutive outputs;
-  // reading one column down all H rows instead misses the cache on every element.
+  // Row n * H + h reads k0's row (n, h) at the sampled columns (ascending, so the
+  // reads run forward through one row) and writes K consecutive outputs: on the CPU
+  // both sides stream, on CUDA neighbouring threads read one row and write together.
   FASTFN_HD void operator()(int64_t row, int64_t q0, int64_t q1) const {
-    const int64_t tiles = (H + tile - 1) / tile;
-    const int64_t n = row / tiles, h0 = (row % tiles) * tile;
-    const int64_t h1 = h0 + tile < H ? h0 + tile : H;
+    const int64_t n = row / H, h = row % H;
     const int64_t bm = Bm == 1 ? 0 : n / C;
-    const cx<T>* src = k0 + n * H * W;
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t col = idx[bm * K + q];
-      cx<T>* dst = out + (n * K + q) * H;
-      for (int64_t h = h0; h < h1; ++h) dst[h] = src[h * W + col] * centring_phase<T>(h, H);
-    }
+    const cx<T>* src = k0 + row * W;
+    const int64_t* cols = idx + bm * K;
+    const cx<T> ph = centring_phase<T>(h, H);
+    cx<T>* dst = out + row * K;
+    for (int64_t q = q0; q < q1; ++q) dst[q] = src[cols[q]] * ph;
   }
 };
 
@@ -180,7 +175,7 @@ struct GatherColumns {
 // cst * conj(r_H[kh]) * buf[n, kh, slot[bm, j]] at sampled columns, 0 elsewhere.
 template <typename T>
 struct ScatterColumns {
-  const cx<T>* buf;     // (N, K, H) transformed along H, strides bs_n, bs_h, bs_k as ATen left them
+  const cx<T>* buf;     // (N, H, K) transformed along H, strides bs_n, bs_h, bs_k as ATen left them
   int64_t bs_n, bs_h, bs_k;
   const int64_t* slot;  // (Bm, W), -1 where unsampled
   cx<T>* out;           // (N, H, W)
@@ -205,7 +200,7 @@ struct Frame {
   bool hybrid;         // column mask: data is fft along W only
   const T* mask;
   int64_t Bm, Hm;
-  const cx<T>* k0;     // 2D path: k0 (N, H, W) centred; hybrid: ifft_H of the gather (N, K, H)
+  const cx<T>* k0;     // 2D path: k0 (N, H, W) centred; hybrid: ifft_H of the gather (N, H, K)
   const int64_t* slot; // hybrid: (Bm, W) gather slot of each centred column, -1 if unsampled
   int64_t K;
   int64_t ks_n, ks_h, ks_k;  // hybrid: strides of that buffer along n, h and the slot
@@ -271,7 +266,7 @@ struct ForwardMid {
 //   a-input:  G <- (1 - w m') G s^2                         (then a = ifft(G))
 //   u-input:  X <- ((1 - w m') X s + w m' k0') s            (forward mid, for grad_S)
 //   grad_k0:  2D: gk0[jh, jw] = w m conj(r_H r_W) G s;  hybrid: the sampled column,
-//             pre-phased for F_{c,H}, into the (N, K, H) buffer
+//             pre-phased for F_{c,H}, into the (N, H, K) buffer
 //   grad_w:   contrib = m Re(conj(G s) (k0' - X s))         (summed by the caller)
 template <typename T>
 struct BackwardMid {
@@ -310,7 +305,7 @@ struct BackwardMid {
         if (!f.hybrid) {
           gk0[(n * H + jh) * W + jw] = v;
         } else if (mq != T(0)) {
-          gk0[(n * f.K + f.slot[bm * W + jw]) * H + h] = v;
+          gk0[(n * H + h) * f.K + f.slot[bm * W + jw]] = v;
         }
       }
       if (want_a) G[i] = go * ((T(1) - wm) * s);

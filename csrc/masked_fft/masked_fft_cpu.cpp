@@ -14,11 +14,10 @@ namespace {
 
 struct CpuBackend {
   static constexpr bool kSplitSmall2d = true;
-  static constexpr int64_t kGatherTile = 16;
   template <class F>
-  static void launch(const F& f, int64_t rows, int64_t inner, int64_t row_cost = 0) {
+  static void launch(const F& f, int64_t rows, int64_t inner) {
     if (rows == 0 || inner == 0) return;
-    const int64_t grain = std::max<int64_t>(1, 32768 / (row_cost > 0 ? row_cost : inner));
+    const int64_t grain = std::max<int64_t>(1, 32768 / inner);
     at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) f(r, 0, inner);
     });

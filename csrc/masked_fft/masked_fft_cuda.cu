@@ -29,9 +29,8 @@ __global__ void rows_kernel(F f, int64_t rows, int64_t inner) {
 
 struct CudaBackend {
   static constexpr bool kSplitSmall2d = false;
-  static constexpr int64_t kGatherTile = 1;
   template <class F>
-  static void launch(const F& f, int64_t rows, int64_t inner, int64_t /*row_cost*/ = 0) {
+  static void launch(const F& f, int64_t rows, int64_t inner) {
     const int64_t total = rows * inner;
     if (total == 0) return;
     constexpr int threads = 256;

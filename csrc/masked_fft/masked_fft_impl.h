@@ -1,9 +1,8 @@
 // Host-side orchestration of the masked-FFT ops, written once for every device:
 // argument checks, buffers, ATen's FFTs (pocketfft/MKL on CPU, cuFFT with ATen's
 // plan cache on CUDA) and the pointwise passes of masked_fft.h. `Backend::launch(f,
-// rows, inner[, row_cost])` runs functor f over rows x inner elements on the device
-// (row_cost: elements one row touches when that is not `inner`, for the CPU's work
-// split); the CPU and CUDA translation units each supply one and register the ops.
+// rows, inner)` runs functor f over rows x inner elements on the device; the CPU and
+// CUDA translation units each supply one and register the ops for their key.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -30,7 +29,6 @@ inline Tensor fft_strided(const Tensor& t, std::vector<int64_t> dims, bool forwa
   return at::_fft_c2c(t, dims, kFftUnnormalised, forward);
 }
 
-// Backend::kGatherTile: rows per work item of GatherColumns (see there).
 // Backend::kSplitSmall2d: MKL's 2D transform has a fixed cost of milliseconds per call,
 // so on CPU small 2D transforms run as two 1D ones (W, then H).
 template <class Backend>
@@ -144,20 +142,20 @@ Measurement<T> attach_measurement(Frame<T>& f, const Geometry& g, const Tensor& 
   }
   const ColumnPlan plan = column_plan(mask, g);
   const int64_t N = g.Bx * g.C;
-  Tensor buf = at::empty({gather ? N : 0, plan.K, g.H}, k0.options());
+  // (N, H, K): gathered row by row, transformed along H (dim 1) in that layout.
+  Tensor buf = at::empty({gather ? N : 0, g.H, plan.K}, k0.options());
   if (gather && plan.K > 0) {
-    const int64_t tile = Backend::kGatherTile;
     GatherColumns<T> gather{k0.data_ptr<cx<T>>(), plan.idx.data_ptr<int64_t>(), buf.data_ptr<cx<T>>(),
-                            g.C, g.H, g.W, plan.K, g.Bm, tile};
-    Backend::launch(gather, N * ((g.H + tile - 1) / tile), plan.K, plan.K * tile);
-    buf = fft_strided(buf, {2}, /*forward=*/false);
+                            g.C, g.H, g.W, plan.K, g.Bm};
+    Backend::launch(gather, N * g.H, plan.K);
+    buf = fft_strided(buf, {1}, /*forward=*/false);
   }
   m.data = buf;
   m.slot = plan.slot;
   f.k0 = buf.data_ptr<cx<T>>();
   f.ks_n = buf.stride(0);
-  f.ks_k = buf.stride(1);
-  f.ks_h = buf.stride(2);
+  f.ks_h = buf.stride(1);
+  f.ks_k = buf.stride(2);
   f.slot = plan.slot.data_ptr<int64_t>();
   f.K = plan.K;
   f.kcst = centring_constant<T>(g.H) * static_cast<T>(1.0 / std::sqrt(static_cast<double>(g.H)));
@@ -344,7 +342,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> data_consistency_backward(
     if (need_meas) X = fft_along<Backend>(coil_images<Backend, T>(in, in.x), fft_dims(g), true);
     Tensor kbuf, contrib;
     if (need_k0) {
-      kbuf = g.hybrid() ? at::zeros({g.Bx * g.C, f.K, g.H}, in.x.options())
+      kbuf = g.hybrid() ? at::zeros({g.Bx * g.C, g.H, f.K}, in.x.options())
                         : at::empty({g.Bx * g.C, g.H, g.W}, in.x.options());
     }
     if (need_lam) contrib = at::empty({g.Bx * g.C, g.H, g.W}, glam.options());
@@ -371,11 +369,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> data_consistency_backward(
       if (!g.hybrid()) {
         gk0 = kbuf.view(in.k0.sizes());
       } else {
-        if (f.K > 0) kbuf = fft_strided(kbuf, {2}, /*forward=*/true);
+        if (f.K > 0) kbuf = fft_strided(kbuf, {1}, /*forward=*/true);
         gk0 = at::empty(in.k0.sizes(), in.k0.options());
         const cx<T> cst = conj(centring_constant<T>(g.H)) *
                           static_cast<T>(1.0 / std::sqrt(static_cast<double>(g.H)));
-        ScatterColumns<T> sc{kbuf.data_ptr<cx<T>>(), kbuf.stride(0), kbuf.stride(2), kbuf.stride(1),
+        ScatterColumns<T> sc{kbuf.data_ptr<cx<T>>(), kbuf.stride(0), kbuf.stride(1), kbuf.stride(2),
                              f.slot, gk0.data_ptr<cx<T>>(), g.C, g.H, g.W, g.Bm, cst};
         Backend::launch(sc, g.rows(), g.W);
       }
