@@ -39,7 +39,7 @@ from fastfn.train.robust import RobustConfig, make_robust_loss
 
 @dataclass
 class DemoConfig:
-    """Scale of the demo; the defaults finish in about 20 minutes on a 2-core CPU.
+    """Scale of the demo; the defaults took 6 minutes on a 2-core CPU (docs/ROBUSTNESS.md).
 
     Attributes:
         size: k-space matrix and image size of the synthetic slices.
@@ -68,7 +68,7 @@ class DemoConfig:
     slices: int = 16
     chans: int = 8
     pools: int = 3
-    steps: int = 200
+    steps: int = 400
     batch_size: int = 4
     lr: float = 1e-3
     mask: str = "random:4x@0.08"
@@ -77,7 +77,7 @@ class DemoConfig:
     robust: RobustConfig = field(default_factory=lambda: RobustConfig(
         attack="pgd", beta=0.1, size=(5, 15), restarts=1, pgd_steps=2, pgd_step_size=0.25,
         seed=12345))
-    robust_start: float = 0.0
+    robust_start: float = 0.5
     attack: AttackSettings = field(default_factory=lambda: AttackSettings(
         size=(10, 10), random_restarts=11, pgd_restarts=4, pgd_steps=5, pgd_step_size=0.2,
         threshold=0.2))
