@@ -24,9 +24,9 @@ def tiny_cfg(tmp_path, monkeypatch):
 
 
 def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, tiny_cfg, capsys):
-    from fastfn.train.robust import OpsFeatureSearch
+    import fastfn.attack as attack_engine
     tiny_cfg = dataclasses.replace(tiny_cfg, steps=4, robust_start=0.5)
-    summary = run_demo(tmp_path / "demo", tiny_cfg, engine=OpsFeatureSearch())
+    summary = run_demo(tmp_path / "demo", tiny_cfg, engine=attack_engine)
     out = tmp_path / "demo"
     assert summary["robust_start_step"] == 2
     # the robust run logged its adversarial term as off for steps 1-2 and on for 3-4

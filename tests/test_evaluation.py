@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from fastfn.train.robust import OpsFeatureSearch
+import fastfn.attack as attack_engine
 from fastfn.evaluation.robustness import (AttackSettings, evaluate_robustness, markdown_table,
                                           split_mask_specs, wilson_interval)
 from fastfn.models import build_model
@@ -48,7 +48,7 @@ def test_protocol_uses_the_same_draws_for_every_model_and_writes_reports(tmp_pat
                               threshold=1e-3, seed=7)
     load = lambda data, spec, bs, n: batches  # noqa: E731
     rep = evaluate_robustness([("A", a), ("A again", a), ("B", b)], None, "random:4x@0.08",
-                              tmp_path, settings=settings, progress=False, engine=OpsFeatureSearch(),
+                              tmp_path, settings=settings, progress=False, engine=attack_engine,
                               load_batches=load)
     r = rep["results"]["random:4x@0.08"]
     # the same model evaluated twice sees identical features: identical results
@@ -80,10 +80,10 @@ def test_protocol_bad_input(tmp_path):
     a, _ = _models()
     with pytest.raises(ValueError, match="unknown attack"):
         evaluate_robustness([("A", a)], None, "random:4x@0.08", tmp_path, attacks=("fgsm",),
-                            engine=OpsFeatureSearch(), load_batches=lambda *x: [make_batch()])
+                            engine=attack_engine, load_batches=lambda *x: [make_batch()])
     with pytest.raises(ValueError, match="no model"):
-        evaluate_robustness([], None, "random:4x@0.08", tmp_path, engine=OpsFeatureSearch(),
+        evaluate_robustness([], None, "random:4x@0.08", tmp_path, engine=attack_engine,
                             load_batches=lambda *x: [make_batch()])
     with pytest.raises(FileNotFoundError):
         evaluate_robustness([tmp_path / "missing.pt"], None, "random:4x@0.08", tmp_path,
-                            engine=OpsFeatureSearch(), load_batches=lambda *x: [make_batch()])
+                            engine=attack_engine, load_batches=lambda *x: [make_batch()])

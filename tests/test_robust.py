@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from fastfn.train.robust import OpsFeatureSearch
+import fastfn.attack as attack_engine
 from fastfn.models import build_model
 from fastfn.ops import fft2c
 from fastfn.train.robust import RobustConfig, feature_loss, make_robust_loss, step_generator
@@ -85,7 +85,7 @@ def test_feature_loss_matches_hand_computation():
 def test_robust_loss_is_differentiable_and_deterministic_per_step(attack):
     model, batch = tiny_unet(), make_batch()
     cfg = RobustConfig(attack=attack, size=(3, 6), restarts=2, pgd_steps=2, beta=0.5)
-    fn = make_robust_loss(cfg, engine=OpsFeatureSearch())
+    fn = make_robust_loss(cfg, engine=attack_engine)
     loss, logs = fn(model, batch, 3)
     assert loss.dim() == 0 and loss.requires_grad and math.isfinite(float(loss.detach()))
     assert set(logs) >= {"feat_loss", "image_loss", "adv_nmse", "robust_s"}
@@ -97,17 +97,17 @@ def test_robust_loss_is_differentiable_and_deterministic_per_step(attack):
     again, _ = fn(model, batch, 3)
     assert float(again.detach()) == float(loss.detach())
     other, _ = fn(model, batch, 4)
-    rank1, _ = make_robust_loss(cfg, rank=1, engine=OpsFeatureSearch())(model, batch, 3)
+    rank1, _ = make_robust_loss(cfg, rank=1, engine=attack_engine)(model, batch, 3)
     assert float(other.detach()) != float(loss.detach()) != float(rank1.detach())
 
 
 def test_start_step_trains_clean_before_it_and_robust_from_it():
-    class CountingEngine(OpsFeatureSearch):
+    class CountingEngine:
         calls = 0
 
         def search_features(self, *args, **kwargs):
             CountingEngine.calls += 1
-            return super().search_features(*args, **kwargs)
+            return attack_engine.search_features(*args, **kwargs)
     model, batch = tiny_unet(), make_batch()
     engine = CountingEngine()
     cfg = RobustConfig(size=(3, 6), beta=0.5, start_step=5)
@@ -117,7 +117,7 @@ def test_start_step_trains_clean_before_it_and_robust_from_it():
     on, on_logs = fn(model, batch, 5)
     assert CountingEngine.calls == 1 and float(on.detach()) > 0 and on.requires_grad
     assert set(logs) == set(on_logs)                                # CSV columns stay the same
-    ref, _ = make_robust_loss(RobustConfig(size=(3, 6), beta=0.5), engine=OpsFeatureSearch())(model, batch, 5)
+    ref, _ = make_robust_loss(RobustConfig(size=(3, 6), beta=0.5), engine=attack_engine)(model, batch, 5)
     assert float(on.detach()) == float(ref.detach())                # from start_step: the plain term
     with pytest.raises(ValueError, match="robust.start_step"):
         RobustConfig(start_step=-1)
@@ -127,9 +127,9 @@ def test_pgd_search_finds_worse_features_than_its_random_starts():
     model, batch = tiny_unet(), make_batch(B=4)
     kw = dict(family="random_walk", size=(4, 8), intensity=(0.0, 1.0), restarts=3,
               step_size=0.25, ring=1)
-    r0 = OpsFeatureSearch().search_features(model, batch, method="random", steps=0,
+    r0 = attack_engine.search_features(model, batch, method="random", steps=0,
                                       generator=step_generator(0, 0, 0, torch.device("cpu")), **kw)
-    r1 = OpsFeatureSearch().search_features(model, batch, method="pgd", steps=3,
+    r1 = attack_engine.search_features(model, batch, method="pgd", steps=3,
                                       generator=step_generator(0, 0, 0, torch.device("cpu")), **kw)
     assert float(r1["nmse"].mean()) >= float(r0["nmse"].mean())
 
@@ -152,7 +152,7 @@ def test_trainer_runs_robust_training_and_resumes_identically(tmp_path):
     def run(out, until=None, resume=None):
         model = tiny_unet()
         t = Trainer(model, cfg, batches, None, out_dir=out,
-                    extra_loss=make_robust_loss(rcfg, engine=OpsFeatureSearch()))
+                    extra_loss=make_robust_loss(rcfg, engine=attack_engine))
         if resume is not None:
             t.resume(resume)
         t.fit(until)

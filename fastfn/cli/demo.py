@@ -40,8 +40,6 @@ def register(sub) -> None:
                    help="false negative when the worst masked NMSE >= this (the rate at "
                         "METHOD.md's 1e-3 is reported too)")
     p.add_argument("--device", default=d.device)
-    p.add_argument("--engine", choices=("auto", "attack", "ops"), default=d.engine,
-                   help="feature search: fastfn.attack, the ops-based search, or auto")
     p.add_argument("--threads", type=int, default=d.threads,
                    help="CPU threads of torch (0: torch's default); 1 is fastest for the small "
                         "default models, above all on a CPU shared with busy processes")
@@ -60,7 +58,7 @@ def run(args) -> int:
         slices=args.slices, chans=args.chans, pools=args.pools, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, mask=args.mask, eval_masks=args.eval_masks,
         eval_slices=args.eval_slices, device=args.device, threads=args.threads or None,
-        engine=args.engine, seed=args.seed,
+        seed=args.seed,
         progress=not args.no_progress,
         robust=dataclasses.replace(d.robust, attack=args.robust_attack, beta=args.robust_beta),
         robust_start=args.robust_start,

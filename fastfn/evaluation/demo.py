@@ -54,9 +54,6 @@ class DemoConfig:
             the first step). The same total budget either way.
         attack: the evaluation attack budget.
         device: "auto", "cpu" or "cuda".
-        engine: feature search: "attack" (:mod:`fastfn.attack`), "ops" (the
-            :class:`fastfn.train.robust.OpsFeatureSearch` on the fastfn ops) or "auto"
-            (``fastfn.train.robust.default_engine()``).
         threads: CPU threads of torch (None: torch's default). 1 by default: the
             demo's small convolutions gain little from more threads, and on a CPU
             shared with other busy processes 2 threads ran 9x slower than 1 here
@@ -83,7 +80,6 @@ class DemoConfig:
         threshold=0.2))
     device: str = "auto"
     threads: int | None = 1
-    engine: str = "auto"
     seed: int = 0
     progress: bool = True
 
@@ -92,18 +88,6 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _engine(name: str) -> Any:
-    from fastfn.train.robust import OpsFeatureSearch, default_engine
-    if name == "auto":
-        return default_engine()
-    if name == "ops":
-        return OpsFeatureSearch()
-    if name == "attack":
-        import fastfn.attack
-        return fastfn.attack
-    raise ValueError(f"demo: engine must be 'auto', 'attack' or 'ops', got {name!r}")
 
 
 def robust_start_step(cfg: DemoConfig) -> int:
@@ -167,12 +151,13 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None, *, engine:
              ) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns (and writes) ``summary.json``'s content.
 
-    ``engine``: the feature-search engine object (default: chosen by ``cfg.engine``).
+    ``engine``: the feature-search engine object (default: :mod:`fastfn.attack`).
     """
     cfg = cfg or DemoConfig()
     robust_start_step(cfg)  # a bad fraction fails before any training
     if engine is None:
-        engine = _engine(cfg.engine)
+        from fastfn.train.robust import default_engine
+        engine = default_engine()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(out)
