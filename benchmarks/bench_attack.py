@@ -201,15 +201,16 @@ def train_small_unet(folder: str, device, steps: int, lr: float = 1e-3) -> torch
 def strength_check(model, loader, device, pgd_R: int, pgd_T: int, screen: int = 3) -> dict:
     """PGD vs random search at an equal number of model evaluations per slice.
 
-    Contenders, each with E = pgd_R * (pgd_T + 1) evaluations per slice: random search
-    (E features), PGD from pgd_R random starts, and screened PGD (the worst R' of
-    screen * R' scored random features, then T' steps, with R' * (screen + T' + 1) = E
-    where the budget allows: T' = pgd_T // 2, R' = E // (screen + T' + 1)).
+    Contenders, each with at most E = pgd_R * (pgd_T + 1) evaluations per slice: random
+    search (E features), PGD from pgd_R random starts, and screened PGD (the worst R'
+    of S' * R' scored random features, then T' steps: T' = pgd_T // 2, R' = E //
+    (screen + T' + 1), S' = E // R' - T' - 1 >= screen, so R' (S' + T' + 1) <= E).
     """
     from fastfn.attack import attack_dataset
     evals = pgd_R * (pgd_T + 1)
     t_scr = max(1, pgd_T // 2)
     r_scr = max(1, evals // (screen + t_scr + 1))
+    screen = max(screen, evals // r_scr - t_scr - 1)
     runs = {"random": ("random", evals, {}), "pgd": ("pgd", pgd_R, {}),
             "pgd_screened": ("pgd", r_scr, {"pgd_screen": screen, "pgd_steps": t_scr})}
     out = {}
