@@ -106,17 +106,14 @@ def synthetic_folders(cfg: DemoConfig) -> tuple[Path, Path]:
 
 
 def _loaders(train: Path, val: Path, cfg: DemoConfig):
-    from fastfn.data import SliceDataset, collate, parse_mask_spec
-    from fastfn.data.transforms import KspaceTransform
-    from fastfn.train.data import EpochMaskTransform, make_loader
-    # The trainer's training masks: fresh per slice and epoch, drawn from (seed, epoch,
-    # slice, file), so both models see the same masks and a rerun the same numbers.
-    train_tf = EpochMaskTransform(KspaceTransform(parse_mask_spec(cfg.mask), use_seed=False), cfg.seed)
-    train_ds = SliceDataset(train, transform=train_tf)
-    val_ds = SliceDataset(val, transform=KspaceTransform(parse_mask_spec(cfg.mask), use_seed=True))
-    return (make_loader(train_ds, cfg.batch_size, seed=cfg.seed, collate_fn=collate,
-                        epoch_hooks=[train_tf.set_epoch]),
-            make_loader(val_ds, cfg.batch_size, shuffle=False, collate_fn=collate))
+    """The trainer's own loaders over the demo's folders: training masks fresh per slice
+    and epoch, drawn from (seed, epoch, slice, file), so both models see the same masks
+    and a rerun the same numbers; validation masks fixed per volume."""
+    from fastfn.train.config import DataConfig
+    from fastfn.train.data import build_loaders
+    data = DataConfig(train=str(train), val=str(val), mask=cfg.mask, batch_size=cfg.batch_size)
+    train_loader, val_loader, _ = build_loaders(data, multicoil=False, seed=cfg.seed)
+    return train_loader, val_loader
 
 
 def train_unet(name: str, out: Path, cfg: DemoConfig, train_data: Any, val_data: Any,
