@@ -179,16 +179,16 @@ class Candidates:
 
     def best(self) -> "Candidates":
         """The worst-case (highest NMSE) candidate of each slice, as R = 1."""
-        j = self.nmse.argmax(dim=1, keepdim=True)
-        take = lambda x: torch.gather(x, 1, j.view(-1, 1, *([1] * (x.dim() - 2))).expand(-1, 1, *x.shape[2:]))
-        return Candidates(take(self.index), take(self.values), take(self.lo), take(self.hi), take(self.nmse))
+        return self.select(self.nmse.argmax(dim=1, keepdim=True))
 
     def top(self, k: int) -> "Candidates":
         """The k highest-NMSE candidates of each slice (R = k), worst first."""
-        j = self.nmse.topk(k, dim=1).indices
+        return self.select(self.nmse.topk(k, dim=1).indices)
+
+    def select(self, j: torch.Tensor) -> "Candidates":
+        """Candidates j (N, k) of each slice (R = k), contiguous."""
         take = lambda x: torch.gather(x, 1, j.view(*j.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
-        return Candidates(take(self.index).contiguous(), take(self.values).contiguous(),
-                          take(self.lo).contiguous(), take(self.hi).contiguous(), take(self.nmse))
+        return Candidates(*(take(t).contiguous() for t in (self.index, self.values, self.lo, self.hi, self.nmse)))
 
 
 def draw(targets: torch.Tensor, cfg: AttackConfig, R: int, generator: torch.Generator | None,
