@@ -261,15 +261,23 @@ def test_bad_inputs_name_the_argument(name):
 
 # --------------------------------------------------------------------------- cascade
 
-def test_cascade_hard_dc_keeps_measured_columns(device):
-    model = CascadeNet(num_cascades=2, chans=6, num_convs=3, dc="hard").to(device)
-    k, mask = inputs("cascade", (32, 28), device)
+def assert_hard_dc_reconstruction(model: CascadeNet, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The complex reconstruction keeps the measured columns of k exactly (hard DC) and
+    changes the unsampled ones (no identity reconstruction); returns the sampled-entry
+    mask, shaped like k."""
     x = model.reconstruct_complex(k, mask)
+    assert x.shape == k.shape and x.is_complex()
     kx = ref_fft2c(x)
     sampled = mask.bool().expand_as(kx)
     torch.testing.assert_close(kx[sampled], k[sampled], rtol=0, atol=1e-5 * k.abs().max().item())
-    # and the network does change the unsampled columns (no identity reconstruction)
     assert (kx[~sampled].abs() > 1e-3).float().mean() > 0.5
+    return sampled
+
+
+def test_cascade_hard_dc_keeps_measured_columns(device):
+    model = CascadeNet(num_cascades=2, chans=6, num_convs=3, dc="hard").to(device)
+    k, mask = inputs("cascade", (32, 28), device)
+    assert_hard_dc_reconstruction(model, k, mask)
 
 
 def test_cascade_unet_denoiser_shapes_hard_dc_and_gradient(device):
@@ -277,12 +285,7 @@ def test_cascade_unet_denoiser_shapes_hard_dc_and_gradient(device):
     assert all(isinstance(d.unet, Unet) for d in model.cnns)
     k, mask = inputs("cascade", (32, 28), device)
     k.requires_grad_(True)
-    x = model.reconstruct_complex(k, mask)
-    assert x.shape == k.shape and x.is_complex()
-    kx = ref_fft2c(x)
-    sampled = mask.bool().expand_as(kx)
-    torch.testing.assert_close(kx[sampled], k[sampled], rtol=0, atol=1e-5 * k.abs().max().item())
-    assert (kx[~sampled].abs() > 1e-3).float().mean() > 0.5
+    sampled = assert_hard_dc_reconstruction(model, k, mask)
     out = model(k, mask, crop_size=(20, 20))
     assert out.shape == (2, 20, 20)
     (grad,) = torch.autograd.grad(out.sum(), k)
@@ -299,12 +302,7 @@ def test_cascade_norm_option_shapes_hard_dc_and_gradient(device, denoiser):
                        norm=True).to(device)
     k, mask = inputs("cascade", (30, 26), device)
     k.requires_grad_(True)
-    x = model.reconstruct_complex(k, mask)
-    assert x.shape == k.shape and x.is_complex()
-    kx = ref_fft2c(x)
-    sampled = mask.bool().expand_as(kx)
-    torch.testing.assert_close(kx[sampled], k[sampled], rtol=0, atol=1e-5 * k.abs().max().item())
-    assert (kx[~sampled].abs() > 1e-3).float().mean() > 0.5
+    sampled = assert_hard_dc_reconstruction(model, k, mask)
     out = model(k, mask, crop_size=(20, 20))
     assert out.shape == (2, 20, 20)
     (grad,) = torch.autograd.grad(out.sum(), k)
@@ -335,12 +333,7 @@ def test_cascade_instance_norm_option_shapes_hard_dc_and_gradient(device):
     assert sum(isinstance(m, nn.InstanceNorm2d) for m in model.cnns[0].modules()) == 2
     k, mask = inputs("cascade", (30, 26), device)
     k.requires_grad_(True)
-    x = model.reconstruct_complex(k, mask)
-    assert x.shape == k.shape and x.is_complex()
-    kx = ref_fft2c(x)
-    sampled = mask.bool().expand_as(kx)
-    torch.testing.assert_close(kx[sampled], k[sampled], rtol=0, atol=1e-5 * k.abs().max().item())
-    assert (kx[~sampled].abs() > 1e-3).float().mean() > 0.5
+    sampled = assert_hard_dc_reconstruction(model, k, mask)
     (grad,) = torch.autograd.grad(model(k, mask, crop_size=(20, 20)).sum(), k)
     assert grad[sampled].abs().gt(0).float().mean() > 0.9
     assert grad[~sampled].abs().gt(0).float().mean() > 0.9
@@ -379,10 +372,7 @@ def test_cascade_magnitude_option_widens_first_layer_and_trains(device, denoiser
     first = next(m for m in model.cnns[0].modules() if isinstance(m, nn.Conv2d))
     assert first.in_channels == 3
     k, mask = inputs("cascade", (32, 28), device)
-    x = model.reconstruct_complex(k, mask)
-    kx = ref_fft2c(x)
-    sampled = mask.bool().expand_as(kx)
-    torch.testing.assert_close(kx[sampled], k[sampled], rtol=0, atol=1e-5 * k.abs().max().item())
+    assert_hard_dc_reconstruction(model, k, mask)
     model(k, mask).sum().backward()
     assert first.weight.grad[:, 2].abs().sum() > 0    # the magnitude channel is used
 
