@@ -95,15 +95,16 @@ struct PhaseScale {
   }
 };
 
-// Coil expand: out[b, c] = S[b, c] * x[b]. Rows: (b * C + c) * H + h.
+// Coil expand: out[b, c] = S[b, c] * x[b]. Rows: (n - n0) * H + h for coil images
+// n = b * C + c from n0 on (sens and out point at image n0; x at its start).
 template <typename T>
 struct Expand {
   const cx<T>* sens;
   const cx<T>* x;
   cx<T>* out;
-  int64_t C, H, W;
+  int64_t C, H, W, n0;
   FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
-    const int64_t b = row / (C * H), h = row % H;
+    const int64_t b = (n0 + row / H) / C, h = row % H;
     const cx<T>* xr = x + (b * H + h) * W;
     for (int64_t w = w0; w < w1; ++w) out[row * W + w] = sens[row * W + w] * xr[w];
   }
@@ -129,7 +130,21 @@ struct Combine {
   }
 };
 
-// grad_S[b, c] = conj(g[b]) * u[b, c] + a[b, c] * conj(x[b]). Rows: (b * C + c) * H + h.
+// Partial coil combine of one coil image: acc += conj(S_n) * u_n. Rows: h.
+template <typename T>
+struct CombineAdd {
+  const cx<T>* sens;  // S_n (H, W)
+  const cx<T>* u;     // u_n (H, W)
+  cx<T>* acc;         // (H, W)
+  int64_t W;
+  FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
+    for (int64_t w = w0; w < w1; ++w) acc[row * W + w] += conj(sens[row * W + w]) * u[row * W + w];
+  }
+};
+
+// grad_S[b, c] = conj(g[b]) * u[b, c] + a[b, c] * conj(x[b]).
+// Rows: (n - n0) * H + h for coil images n = b * C + c from n0 on (u, a and out point at
+// image n0; g and x at their start).
 template <typename T>
 struct GradSens {
   const cx<T>* g;
@@ -137,9 +152,9 @@ struct GradSens {
   const cx<T>* a;
   const cx<T>* x;
   cx<T>* out;
-  int64_t C, H, W;
+  int64_t C, H, W, n0;
   FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
-    const int64_t b = row / (C * H), h = row % H;
+    const int64_t b = (n0 + row / H) / C, h = row % H;
     const int64_t xb = (b * H + h) * W;
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t i = row * W + w;
@@ -148,51 +163,82 @@ struct GradSens {
   }
 };
 
+// The plain FFT bin whose centred (fftshifted) index is j: inverse of centred_index.
+FASTFN_HD int64_t plain_index(int64_t j, int64_t n) {
+  const int64_t s = n / 2;
+  return j >= s ? j - s : j + n - s;
+}
+
+// The hybrid path's column passes work on tiles of kRowBlock image rows: a "row" of
+// theirs is (n, block), rows n * blocks(H) + hb, covering h in [hb * kRowBlock, ...).
+// For each sampled column they visit the block's rows together, so the (N, K, H)
+// measurement buffer is read or written a whole cache line at a time instead of one
+// element per line (a row-at-a-time pass there touches K scattered lines per row).
+constexpr int64_t kRowBlock = 8;
+
+FASTFN_HD int64_t row_blocks(int64_t H) { return (H + kRowBlock - 1) / kRowBlock; }
+
+// Rows [h0, h1) of image n in tile `tile` (of n * row_blocks(H) + hb).
+struct RowTile {
+  int64_t n, h0, h1;
+  FASTFN_HD RowTile(int64_t tile, int64_t H) {
+    const int64_t nb = row_blocks(H);
+    n = tile / nb;
+    h0 = (tile % nb) * kRowBlock;
+    h1 = h0 + kRowBlock < H ? h0 + kRowBlock : H;
+  }
+};
+
 // Gather the sampled columns of k0 for h0 = F_{c,H}^-1 k0, with the pre-phase r_H, into a
-// (N, H, K) buffer (then transformed along H, its dim 1):
-// out[n, h, q] = r_H[h] * k0[n, h, idx[bm, q]]. Rows: n * H + h; inner length K.
+// contiguous (N, K, H) buffer (then transformed along H, its last dim):
+// out[n, q, h] = r_H[h] * k0[n, h, idx[bm, q]]. Tiles of RowTile counted from image n0
+// (k0 and out point at image n0); inner: slots [0, K).
 template <typename T>
 struct GatherColumns {
   const cx<T>* k0;
   const int64_t* idx;  // (Bm, K)
-  cx<T>* out;          // (N, H, K): the sampled values of a k-space row stay together
-  int64_t C, H, W, K, Bm;
-  // Row n * H + h reads k0's row (n, h) at the sampled columns (ascending, so the
-  // reads run forward through one row) and writes K consecutive outputs: on the CPU
-  // both sides stream, on CUDA neighbouring threads read one row and write together.
-  FASTFN_HD void operator()(int64_t row, int64_t q0, int64_t q1) const {
-    const int64_t n = row / H, h = row % H;
-    const int64_t bm = Bm == 1 ? 0 : n / C;
-    const cx<T>* src = k0 + row * W;
+  cx<T>* out;          // (N, K, H)
+  int64_t C, H, W, K, Bm, n0;
+  FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
+    const RowTile t(tile, H);
+    const int64_t bm = Bm == 1 ? 0 : (n0 + t.n) / C;
     const int64_t* cols = idx + bm * K;
-    const cx<T> ph = centring_phase<T>(h, H);
-    cx<T>* dst = out + row * K;
-    for (int64_t q = q0; q < q1; ++q) dst[q] = src[cols[q]] * ph;
-  }
-};
-
-// Inverse of the gather for grad_k0 on the hybrid path: out[n, kh, j] =
-// cst * conj(r_H[kh]) * buf[n, kh, slot[bm, j]] at sampled columns, 0 elsewhere.
-template <typename T>
-struct ScatterColumns {
-  const cx<T>* buf;     // (N, H, K) transformed along H, strides bs_n, bs_h, bs_k as ATen left them
-  int64_t bs_n, bs_h, bs_k;
-  const int64_t* slot;  // (Bm, W), -1 where unsampled
-  cx<T>* out;           // (N, H, W)
-  int64_t C, H, W, Bm;
-  cx<T> cst;
-  FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
-    const int64_t n = row / H, kh = row % H;
-    const int64_t bm = Bm == 1 ? 0 : n / C;
-    const cx<T> ph = cst * conj(centring_phase<T>(kh, H));
-    for (int64_t j = w0; j < w1; ++j) {
-      const int64_t sl = slot[bm * W + j];
-      out[row * W + j] = sl >= 0 ? buf[n * bs_n + kh * bs_h + sl * bs_k] * ph : cx<T>(T(0), T(0));
+    cx<T> ph[kRowBlock];
+    for (int64_t h = t.h0; h < t.h1; ++h) ph[h - t.h0] = centring_phase<T>(h, H);
+    const cx<T>* src = k0 + (t.n * H + t.h0) * W;
+    const int64_t rows = t.h1 - t.h0;
+    for (int64_t q = q0; q < q1; ++q) {
+      cx<T>* dst = out + (t.n * K + q) * H + t.h0;
+      const int64_t col = cols[q];
+      for (int64_t i = 0; i < rows; ++i) dst[i] = src[i * W + col] * ph[i];
     }
   }
 };
 
-// What the mid passes know about the sampling: geometry, mask, measurement, lam.
+// Inverse of the gather for grad_k0 on the hybrid path: out[n, kh, j] =
+// cst * conj(r_H[kh]) * buf[n, slot[bm, j], kh] at sampled columns, 0 elsewhere.
+// Tiles of RowTile counted from image n0 (buf and out point at it); inner: columns [0, W).
+template <typename T>
+struct ScatterColumns {
+  const cx<T>* buf;     // (N, K, H) transformed along H
+  const int64_t* slot;  // (Bm, W), -1 where unsampled
+  cx<T>* out;           // (N, H, W)
+  int64_t C, H, W, K, Bm, n0;
+  cx<T> cst;
+  FASTFN_HD void operator()(int64_t tile, int64_t w0, int64_t w1) const {
+    const RowTile t(tile, H);
+    const int64_t bm = Bm == 1 ? 0 : (n0 + t.n) / C;
+    cx<T>* dst = out + t.n * H * W;
+    for (int64_t j = w0; j < w1; ++j) {
+      const int64_t sl = slot[bm * W + j];
+      const cx<T>* src = buf + (t.n * K + (sl >= 0 ? sl : 0)) * H;
+      for (int64_t kh = t.h0; kh < t.h1; ++kh)
+        dst[kh * W + j] = sl >= 0 ? src[kh] * (cst * conj(centring_phase<T>(kh, H))) : cx<T>(T(0), T(0));
+    }
+  }
+};
+
+// What the passes know about the sampling: geometry, mask, measurement, lam.
 // Data rows are n * H + h with n = b * C + c; the mask is (Bm, Hm, W) in centred order.
 template <typename T>
 struct Frame {
@@ -200,10 +246,10 @@ struct Frame {
   bool hybrid;         // column mask: data is fft along W only
   const T* mask;
   int64_t Bm, Hm;
-  const cx<T>* k0;     // 2D path: k0 (N, H, W) centred; hybrid: ifft_H of the gather (N, H, K)
-  const int64_t* slot; // hybrid: (Bm, W) gather slot of each centred column, -1 if unsampled
-  int64_t K;
-  int64_t ks_n, ks_h, ks_k;  // hybrid: strides of that buffer along n, h and the slot
+  int64_t n0;          // image index of row 0 (the CPU's image chunks; else 0)
+  const cx<T>* k0;     // 2D path: k0 (N, H, W) centred; hybrid: ifft_H of the gather (N, K, H)
+  const int64_t* idx;  // hybrid: (Bm, K) centred sampled columns, ascending, then padding
+  int64_t K;           // hybrid: gather slots per image
   cx<T> kcst;          // hybrid: c_H / sqrt(H) (rest of F_{c,H}^-1); 2D: 1
   const T* lam;        // soft DC weight source (device memory); nullptr: hard DC
   T scale;             // 1 / sqrt(FFT length): 1/sqrt(H W) (2D) or 1/sqrt(W) (hybrid)
@@ -213,25 +259,26 @@ struct Frame {
     const T l = *lam;
     return l / (T(1) + l);
   }
-  FASTFN_HD int64_t mask_batch(int64_t n) const { return Bm == 1 ? 0 : n / C; }
+  FASTFN_HD int64_t mask_batch(int64_t n) const { return Bm == 1 ? 0 : (n0 + n) / C; }
   FASTFN_HD const T* mask_row(int64_t bm, int64_t jh) const {
     return mask + (bm * Hm + (Hm == 1 ? 0 : jh)) * W;
   }
-  // The measurement in the unshifted (fft) frame at row (n, h), bin q, centred column jw;
-  // rh = the row factor from row_factor().
-  FASTFN_HD cx<T> measured(int64_t n, int64_t h, int64_t jh, int64_t bm, int64_t q, int64_t jw,
-                           cx<T> rh) const {
-    const cx<T> v = hybrid ? k0[n * ks_n + h * ks_h + slot[bm * W + jw] * ks_k]
-                           : k0[(n * H + jh) * W + jw];
-    return v * rh * centring_phase<T>(q, W);
+  // 2D path: the measurement in the unshifted (fft) frame at row (n, centred jh), bin q,
+  // centred column jw.
+  FASTFN_HD cx<T> measured(int64_t n, int64_t h, int64_t jh, int64_t q, int64_t jw) const {
+    return k0[(n * H + jh) * W + jw] * (centring_phase<T>(h, H) * centring_phase<T>(q, W));
   }
-  FASTFN_HD cx<T> row_factor(int64_t h) const {
-    return hybrid ? kcst * centring_phase<T>(h, H) : centring_phase<T>(h, H);
+  // Hybrid path: the measurement in the (image row h, unshifted bin p) frame at gather
+  // slot sl; rh = hybrid_row_factor(h).
+  FASTFN_HD cx<T> measured_column(int64_t n, int64_t h, int64_t sl, int64_t p, cx<T> rh) const {
+    return k0[(n * K + sl) * H + h] * (rh * centring_phase<T>(p, W));
   }
+  FASTFN_HD cx<T> hybrid_row_factor(int64_t h) const { return kcst * centring_phase<T>(h, H); }
 };
 
-// Forward mid pass, in place on X = fft(S x) (unnormalised):
-//   undersample: X <- m' X / len;  DC: X <- ((1 - w m') X s + w m' k0') s
+// Forward mid pass, in place on X = fft(S x) (unnormalised), over every element:
+//   undersample (either path): X <- m' X / len
+//   DC (2D path):              X <- ((1 - w m') X s + w m' k0') s
 // with m', k0' read at the centred index. Rows: n * H + h.
 template <typename T>
 struct ForwardMid {
@@ -242,8 +289,7 @@ struct ForwardMid {
     const int64_t W = f.W, H = f.H;
     const int64_t n = row / H, h = row % H;
     const int64_t jh = f.hybrid ? h : centred_index(h, H);
-    const int64_t bm = f.mask_batch(n);
-    const T* m = f.mask_row(bm, jh);
+    const T* m = f.mask_row(f.mask_batch(n), jh);
     const T s = f.scale;
     cx<T>* xr = X + row * W;
     if (undersample) {
@@ -251,41 +297,74 @@ struct ForwardMid {
       return;
     }
     const T w = f.weight();
-    const cx<T> rh = f.row_factor(h);
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t jw = centred_index(q, W);
       const T wm = w * m[jw];
       cx<T> z = xr[q] * ((T(1) - wm) * s);
-      if (wm != T(0)) z = z + f.measured(n, h, jh, bm, q, jw, rh) * wm;
+      if (wm != T(0)) z = z + f.measured(n, h, jh, q, jw) * wm;
       xr[q] = z * s;
     }
   }
 };
 
-// Backward mid pass over G = fft(S g) (unnormalised), one read of every input:
+// Forward blend of the hybrid path, in place on X = fft_W(S x) (unnormalised), touching
+// only the gathered columns (K of W): X <- (1 - w m') X + w m' h0' sqrt(W). The inverse
+// FFT that follows divides by W, so unsampled bins need no pass at all.
+// Tiles of RowTile counted from image f.n0 (X and f.k0 point at it); inner: slots [0, K).
+template <typename T>
+struct ColumnBlend {
+  Frame<T> f;
+  cx<T>* X;
+  FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
+    const int64_t W = f.W, H = f.H;
+    const RowTile t(tile, H);
+    const int64_t bm = f.mask_batch(t.n);
+    const T* m = f.mask_row(bm, 0);
+    const int64_t* cols = f.idx + bm * f.K;
+    const T w = f.weight();
+    const T root = T(1) / f.scale;
+    cx<T> rh[kRowBlock];  // the tile's row factors, hoisted out of the slot loop
+    for (int64_t h = t.h0; h < t.h1; ++h) rh[h - t.h0] = f.hybrid_row_factor(h);
+    cx<T>* xt = X + (t.n * H + t.h0) * W;
+    const cx<T>* mt = f.k0 + t.n * f.K * H + t.h0;
+    const int64_t rows = t.h1 - t.h0;
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t jw = cols[q];
+      const T wm = w * m[jw];
+      if (wm == T(0)) continue;  // padding slot (or lam = 0): X stays
+      const int64_t p = plain_index(jw, W);
+      const cx<T> fq = centring_phase<T>(p, W) * (wm * root);
+      const cx<T>* mq = mt + q * H;
+      if (wm == T(1)) {  // a sampled column of hard DC: the measurement replaces X
+        for (int64_t i = 0; i < rows; ++i) xt[i * W + p] = mq[i] * (rh[i] * fq);
+      } else {
+        for (int64_t i = 0; i < rows; ++i) xt[i * W + p] = xt[i * W + p] * (T(1) - wm) + mq[i] * (rh[i] * fq);
+      }
+    }
+  }
+};
+
+// Backward mid pass of the 2D path over G = fft(S g) (unnormalised), one read of every input:
 //   a-input:  G <- (1 - w m') G s^2                         (then a = ifft(G))
 //   u-input:  X <- ((1 - w m') X s + w m' k0') s            (forward mid, for grad_S)
-//   grad_k0:  2D: gk0[jh, jw] = w m conj(r_H r_W) G s;  hybrid: the sampled column,
-//             pre-phased for F_{c,H}, into the (N, H, K) buffer
+//   grad_k0:  gk0[jh, jw] = w m conj(r_H r_W) G s
 //   grad_w:   contrib = m Re(conj(G s) (k0' - X s))         (summed by the caller)
 template <typename T>
 struct BackwardMid {
   Frame<T> f;
   cx<T>* G;
   cx<T>* X;        // fft(S x): needed for grad_w and grad_S, else nullptr
-  cx<T>* gk0;      // nullptr unless grad_k0 is wanted
+  cx<T>* gk0;      // nullptr unless grad_k0 is wanted; (N, H, W)
   T* contrib;      // nullptr unless grad_lam is wanted; (N, H, W)
   bool want_a, want_u;
   FASTFN_HD void operator()(int64_t row, int64_t q0, int64_t q1) const {
     const int64_t W = f.W, H = f.H;
     const int64_t n = row / H, h = row % H;
-    const int64_t jh = f.hybrid ? h : centred_index(h, H);
-    const int64_t bm = f.mask_batch(n);
-    const T* m = f.mask_row(bm, jh);
+    const int64_t jh = centred_index(h, H);
+    const T* m = f.mask_row(f.mask_batch(n), jh);
     const T s = f.scale;
     const T w = f.weight();
     const bool need_k = contrib != nullptr || want_u;
-    const cx<T> rh = need_k ? f.row_factor(h) : cx<T>(T(1), T(0));
     const cx<T> rhc = conj(centring_phase<T>(h, H));
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t jw = centred_index(q, W);
@@ -294,21 +373,65 @@ struct BackwardMid {
       const T wm = w * mq;
       const cx<T> go = G[i] * s;
       cx<T> kv(T(0), T(0));
-      if (need_k && mq != T(0)) kv = f.measured(n, h, jh, bm, q, jw, rh);
+      if (need_k && mq != T(0)) kv = f.measured(n, h, jh, q, jw);
       if (contrib != nullptr) {
         const cx<T> d = kv - X[i] * s;
         contrib[i] = mq * (go.real() * d.real() + go.imag() * d.imag());
       }
       if (want_u) X[i] = (X[i] * ((T(1) - wm) * s) + kv * wm) * s;
-      if (gk0 != nullptr) {
-        const cx<T> v = go * conj(centring_phase<T>(q, W)) * rhc * wm;
-        if (!f.hybrid) {
-          gk0[(n * H + jh) * W + jw] = v;
-        } else if (mq != T(0)) {
-          gk0[(n * H + h) * f.K + f.slot[bm * W + jw]] = v;
-        }
-      }
+      if (gk0 != nullptr) gk0[(n * H + jh) * W + jw] = go * conj(centring_phase<T>(q, W)) * rhc * wm;
       if (want_a) G[i] = go * ((T(1) - wm) * s);
+    }
+  }
+};
+
+// Backward pass of the hybrid path over G = fft_W(S g) (unnormalised), touching only the
+// gathered columns; the inverse FFTs that follow divide by W:
+//   a-input:  G <- (1 - w m') G                              (then a = ifft(G) / W)
+//   u-input:  X <- (1 - w m') X + w m' h0' sqrt(W)           (then u = ifft(X) / W)
+//   grad_k0:  gbuf[n, q, h] = w m conj(r_W r_H) G s           (then fft_H, scattered)
+//   grad_w:   contrib[n, h, q] = m Re(conj(G s) (h0' - X s))   (summed by the caller)
+// Every gbuf and contrib element is written (0 in padding slots).
+// Tiles of RowTile counted from image f.n0 (G, X, gbuf, contrib, f.k0 point at it);
+// inner: gather slots [0, K).
+template <typename T>
+struct ColumnBackward {
+  Frame<T> f;
+  cx<T>* G;
+  cx<T>* X;        // fft_W(S x): needed for grad_w and grad_S, else nullptr
+  cx<T>* gk0;      // nullptr unless grad_k0 is wanted; (N, K, H)
+  T* contrib;      // nullptr unless grad_lam is wanted; (N, H, K)
+  bool want_a, want_u;
+  FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
+    const int64_t W = f.W, H = f.H, K = f.K;
+    const RowTile t(tile, H);
+    const int64_t n = t.n;
+    const int64_t bm = f.mask_batch(n);
+    const T* m = f.mask_row(bm, 0);
+    const int64_t* cols = f.idx + bm * K;
+    const T s = f.scale;
+    const T w = f.weight();
+    const bool need_k = contrib != nullptr || want_u;
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t jw = cols[q];
+      const T mq = m[jw];
+      const T wm = w * mq;
+      const int64_t p = plain_index(jw, W);
+      const cx<T> rw = conj(centring_phase<T>(p, W));
+      for (int64_t h = t.h0; h < t.h1; ++h) {
+        const int64_t i = (n * H + h) * W + p;
+        const cx<T> go = G[i] * s;
+        cx<T> kv(T(0), T(0));
+        if (need_k && mq != T(0)) kv = f.measured_column(n, h, q, p, f.hybrid_row_factor(h));
+        if (contrib != nullptr) {
+          const cx<T> d = kv - X[i] * s;
+          contrib[(n * H + h) * K + q] = mq * (go.real() * d.real() + go.imag() * d.imag());
+        }
+        if (gk0 != nullptr) gk0[(n * K + q) * H + h] = go * rw * conj(centring_phase<T>(h, H)) * wm;
+        if (wm == T(0)) continue;
+        if (want_u) X[i] = X[i] * (T(1) - wm) + kv * (wm / s);
+        if (want_a) G[i] = G[i] * (T(1) - wm);
+      }
     }
   }
 };

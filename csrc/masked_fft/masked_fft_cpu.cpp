@@ -2,6 +2,7 @@
 // masked_fft.h, each row of the innermost dimension handled by one iteration of
 // at::parallel_for (one index decode per row).
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -14,6 +15,29 @@ namespace {
 
 struct CpuBackend {
   static constexpr bool kSplitSmall2d = true;
+  // Images per task of the hybrid DC forward: about 1 MiB of image data (an L2 share of
+  // its working set), never so many that a thread would be left without a chunk. One
+  // chunk (the whole batch, its passes parallel inside) when there are fewer images than
+  // threads.
+  static int64_t image_chunk(int64_t images, int64_t image_bytes) {
+    const int64_t threads = at::get_num_threads();
+    if (images < 2 || images < threads) return images;
+    const int64_t fit = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, image_bytes));
+    return std::min(fit, (images + threads - 1) / threads);
+  }
+  // Splits [0, count) into one contiguous range per thread and runs fn(c0, c1) on each;
+  // ATen calls and launches inside run single-threaded. at::parallel_for's worker threads
+  // do not inherit the caller's dispatcher state (below autograd, grad mode, inference
+  // mode), so the ATen calls fn makes would dispatch as if from outside the op; the guard
+  // carries that state over.
+  template <class F>
+  static void for_each_range(int64_t count, const F& fn) {
+    const at::ThreadLocalState state;
+    at::parallel_for(0, count, 1, [&](int64_t c0, int64_t c1) {
+      const at::ThreadLocalStateGuard guard(state);
+      fn(c0, c1);
+    });
+  }
   template <class F>
   static void launch(const F& f, int64_t rows, int64_t inner) {
     if (rows == 0 || inner == 0) return;

@@ -29,6 +29,12 @@ __global__ void rows_kernel(F f, int64_t rows, int64_t inner) {
 
 struct CudaBackend {
   static constexpr bool kSplitSmall2d = false;
+  // The GPU takes the whole batch in one pass each: no image chunks.
+  static int64_t image_chunk(int64_t images, int64_t) { return images; }
+  template <class F>
+  static void for_each_range(int64_t count, const F& fn) {
+    if (count > 0) fn(int64_t{0}, count);
+  }
   template <class F>
   static void launch(const F& f, int64_t rows, int64_t inner) {
     const int64_t total = rows * inner;

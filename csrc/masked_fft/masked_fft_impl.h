@@ -9,7 +9,10 @@
 #include <c10/util/Optional.h>
 
 #include <array>
+#include <algorithm>
 #include <cmath>
+#include <functional>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -20,8 +23,11 @@ namespace mfft {
 
 using at::Tensor;
 
-// ATen's fft normalisation enum value for "none": the passes apply 1/sqrt(N).
+// ATen's fft normalisation enum values (fft_norm_mode): "none" (the passes apply the
+// 1/sqrt(N) factors) and "by_n" (the hybrid path's inverse along W, so that the passes
+// need not touch the unsampled columns).
 constexpr int64_t kFftUnnormalised = 0;
+constexpr int64_t kFftByN = 2;
 
 // Transforms along the last dim(s) come back contiguous (checked); one along an inner
 // dim may come back with permuted strides, which the column passes read as they are.
@@ -83,23 +89,37 @@ inline int64_t batch_count(const Tensor& x) {
   return n;
 }
 
-// Where the sampled columns of a column mask are: idx (Bm, K) lists them (padded with
-// unsampled columns whose gathered values are never read), slot (Bm, W) maps a column to its position in idx or -1. On CUDA the
-// count K costs one small device-to-host copy.
+// Where the sampled columns of a column mask are: idx (Bm, K) lists them in ascending
+// order, rows with fewer than K padded with unsampled columns (distinct, never blended);
+// slot (Bm, W) maps a column to its position in idx or -1. Built on the host from the
+// mask's Bm x W values (on CUDA: one small copy each way) with no ATen kernel launches.
 struct ColumnPlan {
   Tensor idx, slot;
   int64_t K = 0;
 };
 
 inline ColumnPlan column_plan(const Tensor& mask, const Geometry& g) {
-  const Tensor nz = mask.reshape({g.Bm, g.W}).ne(0);
+  const Tensor m = mask.reshape({g.Bm, g.W}).to(at::kCPU).to(at::kDouble).contiguous();
+  const double* mv = m.data_ptr<double>();
+  std::vector<int64_t> counts(g.Bm, 0);
+  for (int64_t b = 0; b < g.Bm; ++b)
+    for (int64_t j = 0; j < g.W; ++j) counts[b] += mv[b * g.W + j] != 0.0;
   ColumnPlan p;
-  p.K = nz.sum(1).max().item<int64_t>();
-  const Tensor order = std::get<1>(at::sort(nz.logical_not().to(at::kInt), /*stable=*/true, /*dim=*/1,
-                                            /*descending=*/false));
-  // Sampled columns first, in order; rows with fewer than K list unsampled (valid, unread) ones after.
-  p.idx = order.narrow(1, 0, p.K).contiguous();
-  p.slot = at::where(nz, nz.to(at::kLong).cumsum(1) - 1, at::full_like(nz, -1, at::kLong)).contiguous();
+  p.K = g.Bm == 0 ? 0 : *std::max_element(counts.begin(), counts.end());
+  Tensor idx = at::empty({g.Bm, p.K}, at::kLong), slot = at::empty({g.Bm, g.W}, at::kLong);
+  int64_t* iv = idx.data_ptr<int64_t>();
+  int64_t* sv = slot.data_ptr<int64_t>();
+  for (int64_t b = 0; b < g.Bm; ++b) {
+    int64_t q = 0, pad = counts[b];
+    for (int64_t j = 0; j < g.W; ++j) {
+      const bool sampled = mv[b * g.W + j] != 0.0;
+      sv[b * g.W + j] = sampled ? q : -1;
+      if (sampled) iv[b * p.K + q++] = j;
+      else if (pad < p.K) iv[b * p.K + pad++] = j;
+    }
+  }
+  p.idx = idx.to(mask.device());
+  p.slot = slot.to(mask.device());
   return p;
 }
 
@@ -113,53 +133,22 @@ Frame<T> make_frame(const Geometry& g, const Tensor& mask, const c10::optional<T
   f.mask = mask.data_ptr<T>();
   f.Bm = g.Bm;
   f.Hm = g.Hm;
+  f.n0 = 0;
   f.k0 = nullptr;
-  f.slot = nullptr;
+  f.idx = nullptr;
   f.K = 0;
-  f.ks_n = f.ks_h = f.ks_k = 0;
   f.kcst = cx<T>(T(1), T(0));
   f.lam = lam.has_value() ? lam->data_ptr<T>() : nullptr;
   f.scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(g.hybrid() ? g.W : g.H * g.W)));
   return f;
 }
 
-// The measurement as the mid passes read it: k0 itself (2D path) or, on the hybrid
-// path, ifft_H of its gathered, pre-phased sampled columns (only when `gather`; the
-// backward pass for grad_k0 alone needs just the column plan). Keeps its buffers alive.
+// Hybrid path: the sampled columns the column passes visit, and the rest of F_{c,H}^-1.
 template <typename T>
-struct Measurement {
-  Tensor data, slot;
-};
-
-template <class Backend, typename T>
-Measurement<T> attach_measurement(Frame<T>& f, const Geometry& g, const Tensor& k0,
-                                  const Tensor& mask, bool gather = true) {
-  Measurement<T> m;
-  if (!g.hybrid()) {
-    m.data = k0;
-    f.k0 = k0.data_ptr<cx<T>>();
-    return m;
-  }
-  const ColumnPlan plan = column_plan(mask, g);
-  const int64_t N = g.Bx * g.C;
-  // (N, H, K): gathered row by row, transformed along H (dim 1) in that layout.
-  Tensor buf = at::empty({gather ? N : 0, g.H, plan.K}, k0.options());
-  if (gather && plan.K > 0) {
-    GatherColumns<T> gather{k0.data_ptr<cx<T>>(), plan.idx.data_ptr<int64_t>(), buf.data_ptr<cx<T>>(),
-                            g.C, g.H, g.W, plan.K, g.Bm};
-    Backend::launch(gather, N * g.H, plan.K);
-    buf = fft_strided(buf, {1}, /*forward=*/false);
-  }
-  m.data = buf;
-  m.slot = plan.slot;
-  f.k0 = buf.data_ptr<cx<T>>();
-  f.ks_n = buf.stride(0);
-  f.ks_h = buf.stride(1);
-  f.ks_k = buf.stride(2);
-  f.slot = plan.slot.data_ptr<int64_t>();
+void attach_plan(Frame<T>& f, const Geometry& g, const ColumnPlan& plan) {
+  f.idx = plan.idx.data_ptr<int64_t>();
   f.K = plan.K;
   f.kcst = centring_constant<T>(g.H) * static_cast<T>(1.0 / std::sqrt(static_cast<double>(g.H)));
-  return m;
 }
 
 inline std::vector<int64_t> fft_dims(const Geometry& g) {
@@ -193,6 +182,39 @@ Tensor centred_fft(const Tensor& x_in, bool forward) {
   return buf.view(x.sizes());
 }
 
+// (N, H, W) from fn(n0, n1), which returns images [n0, n1) as (n1 - n0, H, W): one call
+// over the batch, or (CPU) cache-sized chunks of images run in parallel and copied into
+// place while still cached. Chunking keeps every pass of a chunk in cache instead of
+// streaming the batch through memory once per pass; it is what brings the hybrid passes
+// to the cost of the bare FFT pair on the CPU.
+template <class Backend>
+int64_t image_chunk(int64_t N, int64_t H, int64_t W, const at::TensorOptions& opts) {
+  const int64_t bytes = c10::elementSize(c10::typeMetaToScalarType(opts.dtype()));
+  return Backend::image_chunk(N, H * W * bytes);
+}
+
+// Runs fn(c, n0, n1) for the image chunks c of [0, N) (chunk images each), in parallel
+// on the CPU; returns the number of chunks.
+template <class Backend, class Fn>
+int64_t for_image_chunks(int64_t N, int64_t chunk, const Fn& fn) {
+  const int64_t count = (N + chunk - 1) / chunk;
+  Backend::for_each_range(count, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) fn(c, c * chunk, std::min(N, (c + 1) * chunk));
+  });
+  return count;
+}
+
+template <class Backend, class Fn>
+Tensor by_image_chunks(int64_t N, int64_t chunk, int64_t H, int64_t W, const at::TensorOptions& opts,
+                       const Fn& fn) {
+  if (chunk >= N) return fn(0, N);
+  Tensor out = at::empty({N, H, W}, opts);
+  for_image_chunks<Backend>(N, chunk, [&](int64_t, int64_t n0, int64_t n1) {
+    out.narrow(0, n0, n1 - n0).copy_(fn(n0, n1));
+  });
+  return out;
+}
+
 // ---------------------------------------------------------------- undersample
 
 template <class Backend>
@@ -204,14 +226,23 @@ Tensor undersample(const Tensor& x_in, const Tensor& mask_in) {
   Geometry g = check_mask(mask, x, batch_count(x), op);
   if (x.numel() == 0) return at::empty_like(x);
   const Tensor xv = x.view({g.Bx, g.H, g.W});
-  Tensor X = fft_along<Backend>(xv, fft_dims(g), true);
+  Tensor out;
   AT_DISPATCH_COMPLEX_TYPES(x.scalar_type(), "masked_fft", [&] {
     using T = typename scalar_t::value_type;
-    Frame<T> f = make_frame<T>(g, mask, c10::nullopt);
-    ForwardMid<T> mid{f, X.data_ptr<cx<T>>(), /*undersample=*/true};
-    Backend::launch(mid, g.rows(), g.W);
+    const Frame<T> f0 = make_frame<T>(g, mask, c10::nullopt);
+    auto images = [&](int64_t n0, int64_t n1) {
+      Tensor X = fft_along<Backend>(xv.narrow(0, n0, n1 - n0), fft_dims(g), true);
+      Frame<T> f = f0;
+      f.n0 = n0;
+      ForwardMid<T> mid{f, X.data_ptr<cx<T>>(), /*undersample=*/true};
+      Backend::launch(mid, (n1 - n0) * g.H, g.W);
+      return fft_along<Backend>(X, fft_dims(g), false);
+    };
+    out = g.hybrid() ? by_image_chunks<Backend>(g.Bx, image_chunk<Backend>(g.Bx, g.H, g.W, x.options()), g.H,
+                                                g.W, x.options(), images)
+                     : images(0, g.Bx);
   });
-  return fft_along<Backend>(X, fft_dims(g), false).view(x.sizes());
+  return out.view(x.sizes());
 }
 
 // ---------------------------------------------------------------- data consistency
@@ -269,7 +300,7 @@ Tensor coil_images(const DcInputs& in, const Tensor& img) {
   const Geometry& g = in.g;
   if (!in.sens.defined()) return img.view({g.Bx, g.H, g.W});
   Tensor e = at::empty({g.Bx * g.C, g.H, g.W}, img.options());
-  Expand<T> ex{in.sens.data_ptr<cx<T>>(), img.data_ptr<cx<T>>(), e.data_ptr<cx<T>>(), g.C, g.H, g.W};
+  Expand<T> ex{in.sens.data_ptr<cx<T>>(), img.data_ptr<cx<T>>(), e.data_ptr<cx<T>>(), g.C, g.H, g.W, 0};
   Backend::launch(ex, g.rows(), g.W);
   return e;
 }
@@ -285,6 +316,95 @@ Tensor coil_combine(const DcInputs& in, const Tensor& u) {
   return out;
 }
 
+// Multi-coil: sum_c conj(S_c) u_c (B, H, W) with the coil images u from fn(n0, n1) as in
+// by_image_chunks, combined chunk by chunk while cached instead of assembling all of
+// them first. Each task sums its (contiguous) coils of an image into a private
+// accumulator and adds that to the output under a lock, so coils of one image may be
+// split across tasks (a batch of one still uses every thread).
+template <class Backend, typename T, class Fn>
+Tensor combined_by_image_chunks(const DcInputs& in, int64_t chunk, const Fn& fn) {
+  const Geometry& g = in.g;
+  const int64_t N = g.Bx * g.C, HW = g.H * g.W;
+  if (chunk >= N) return coil_combine<Backend, T>(in, fn(0, N));
+  Tensor out = at::zeros({g.Bx, g.H, g.W}, in.x.options());
+  std::mutex out_lock;
+  Backend::for_each_range((N + chunk - 1) / chunk, [&](int64_t c0, int64_t c1) {
+    Tensor acc = at::zeros({g.H, g.W}, in.x.options());
+    int64_t b_acc = -1;
+    auto flush = [&] {
+      if (b_acc < 0) return;
+      const std::lock_guard<std::mutex> hold(out_lock);
+      out.select(0, b_acc).add_(acc);
+    };
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t n0 = c * chunk, n1 = std::min(N, n0 + chunk);
+      const Tensor u = fn(n0, n1);
+      for (int64_t n = n0; n < n1; ++n) {
+        if (n / g.C != b_acc) {
+          flush();
+          acc.zero_();
+          b_acc = n / g.C;
+        }
+        CombineAdd<T> add{in.sens.data_ptr<cx<T>>() + n * HW, u.data_ptr<cx<T>>() + (n - n0) * HW,
+                          acc.data_ptr<cx<T>>(), g.W};
+        Backend::launch(add, g.H, g.W);
+      }
+    }
+    flush();
+  });
+  return out;
+}
+
+// S_c img (multi-coil) or img itself for coil images [n0, n1): (n1 - n0, H, W).
+template <class Backend, typename T>
+Tensor chunk_coil_images(const DcInputs& in, const Tensor& img, int64_t n0, int64_t n1) {
+  const Geometry& g = in.g;
+  const int64_t count = n1 - n0;
+  if (!in.sens.defined()) return img.view({g.Bx, g.H, g.W}).narrow(0, n0, count);
+  Tensor e = at::empty({count, g.H, g.W}, img.options());
+  Expand<T> ex{in.sens.data_ptr<cx<T>>() + n0 * g.H * g.W, img.data_ptr<cx<T>>(), e.data_ptr<cx<T>>(),
+               g.C, g.H, g.W, n0};
+  Backend::launch(ex, count * g.H, g.W);
+  return e;
+}
+
+// h0 of coil images [n0, n1): ifft_H of their gathered, pre-phased sampled columns,
+// (n1 - n0, K, H); points f at it (f.k0, f.n0). Needs f.K > 0.
+template <class Backend, typename T>
+Tensor chunk_measurement(const DcInputs& in, Frame<T>& f, int64_t n0, int64_t n1) {
+  const Geometry& g = in.g;
+  const int64_t count = n1 - n0;
+  Tensor buf = at::empty({count, f.K, g.H}, in.x.options());
+  GatherColumns<T> gc{in.k0.data_ptr<cx<T>>() + n0 * g.H * g.W, f.idx, buf.data_ptr<cx<T>>(),
+                      g.C, g.H, g.W, f.K, g.Bm, n0};
+  Backend::launch(gc, count * row_blocks(g.H), f.K);
+  Tensor meas = at::_fft_c2c(buf, {2}, kFftUnnormalised, /*forward=*/false);
+  TORCH_INTERNAL_ASSERT(meas.is_contiguous());
+  f.k0 = meas.data_ptr<cx<T>>();
+  f.n0 = n0;
+  return meas;
+}
+
+// Hybrid DC forward of coil images [n0, n1), returned as (n1 - n0, H, W):
+// U = ifft_W(blend(fft_W(S x), ifft_H(gathered k0 columns))) / W. The CPU runs it one
+// cache-sized chunk of images per task (Backend::image_chunk), so that the transforms,
+// the gather and the blend of an image meet it in cache instead of streaming the whole
+// batch through memory once per pass; on CUDA it is one call over the batch.
+template <class Backend, typename T>
+Tensor hybrid_dc_images(const DcInputs& in, Frame<T> f, int64_t n0, int64_t n1) {
+  const Geometry& g = in.g;
+  const int64_t count = n1 - n0;
+  const Tensor img = chunk_coil_images<Backend, T>(in, in.x, n0, n1);
+  Tensor X = at::_fft_c2c(img, {2}, kFftUnnormalised, /*forward=*/true);
+  TORCH_INTERNAL_ASSERT(X.is_contiguous());
+  if (f.K > 0) {
+    const Tensor meas = chunk_measurement<Backend, T>(in, f, n0, n1);
+    ColumnBlend<T> blend{f, X.data_ptr<cx<T>>()};
+    Backend::launch(blend, count * row_blocks(g.H), f.K);
+  }
+  return at::_fft_c2c(X, {2}, kFftByN, /*forward=*/false);
+}
+
 template <class Backend>
 Tensor data_consistency(const Tensor& x_, const Tensor& k0_, const Tensor& mask_,
                         const c10::optional<Tensor>& sens_, const c10::optional<Tensor>& lam_) {
@@ -295,13 +415,141 @@ Tensor data_consistency(const Tensor& x_, const Tensor& k0_, const Tensor& mask_
   AT_DISPATCH_COMPLEX_TYPES(in.x.scalar_type(), "data_consistency", [&] {
     using T = typename scalar_t::value_type;
     Frame<T> f = make_frame<T>(g, in.mask, opt(in.lam));
-    const Measurement<T> meas = attach_measurement<Backend, T>(f, g, in.k0, in.mask);
-    Tensor X = fft_along<Backend>(coil_images<Backend, T>(in, in.x), fft_dims(g), true);
-    ForwardMid<T> mid{f, X.data_ptr<cx<T>>(), /*undersample=*/false};
-    Backend::launch(mid, g.rows(), g.W);
-    out = coil_combine<Backend, T>(in, fft_along<Backend>(X, fft_dims(g), false));
+    if (g.hybrid()) {
+      const ColumnPlan plan = column_plan(in.mask, g);
+      attach_plan(f, g, plan);
+      auto images = [&](int64_t n0, int64_t n1) { return hybrid_dc_images<Backend, T>(in, f, n0, n1); };
+      const int64_t chunk = image_chunk<Backend>(g.Bx * g.C, g.H, g.W, in.x.options());
+      out = in.sens.defined()
+                ? combined_by_image_chunks<Backend, T>(in, chunk, images)
+                : by_image_chunks<Backend>(g.Bx, chunk, g.H, g.W, in.x.options(), images).view(in.x.sizes());
+    } else {
+      Tensor X = fft_along<Backend>(coil_images<Backend, T>(in, in.x), fft_dims(g), true);
+      f.k0 = in.k0.data_ptr<cx<T>>();
+      ForwardMid<T> mid{f, X.data_ptr<cx<T>>(), /*undersample=*/false};
+      Backend::launch(mid, g.rows(), g.W);
+      out = coil_combine<Backend, T>(in, fft_along<Backend>(X, fft_dims(g), false));
+    }
   });
   return out;
+}
+
+// Backward of the 2D path over the whole batch: (grad_x, grad_k0, grad_S, grad_w), each
+// undefined unless asked for.
+template <class Backend, typename T>
+std::tuple<Tensor, Tensor, Tensor, Tensor> dc_backward_2d(const DcInputs& in, const Tensor& grad, bool need_x,
+                                                          bool need_k0, bool need_s, bool need_lam) {
+  const Geometry& g = in.g;
+  Frame<T> f = make_frame<T>(g, in.mask, opt(in.lam));
+  const bool need_meas = need_lam || need_s, want_a = need_x || need_s;
+  f.k0 = in.k0.data_ptr<cx<T>>();
+  Tensor G = fft_along<Backend>(coil_images<Backend, T>(in, grad), fft_dims(g), true);
+  Tensor X;
+  if (need_meas) X = fft_along<Backend>(coil_images<Backend, T>(in, in.x), fft_dims(g), true);
+  const int64_t N = g.Bx * g.C;
+  Tensor gx, gk0, gs, gw, contrib;
+  if (need_k0) gk0 = at::empty(in.k0.sizes(), in.x.options());
+  if (need_lam) contrib = at::empty({N, g.H, g.W}, in.lam.options());
+  BackwardMid<T> pass{f,
+                      G.data_ptr<cx<T>>(),
+                      X.defined() ? X.data_ptr<cx<T>>() : nullptr,
+                      need_k0 ? gk0.data_ptr<cx<T>>() : nullptr,
+                      need_lam ? contrib.data_ptr<T>() : nullptr,
+                      want_a,
+                      need_s};
+  Backend::launch(pass, g.rows(), g.W);
+  Tensor a;
+  if (want_a) a = fft_along<Backend>(G, fft_dims(g), false);
+  if (need_x) gx = coil_combine<Backend, T>(in, a);
+  if (need_s) {
+    const Tensor u = fft_along<Backend>(X, fft_dims(g), false);
+    gs = at::empty_like(in.sens);
+    GradSens<T> gsp{grad.data_ptr<cx<T>>(), u.data_ptr<cx<T>>(), a.data_ptr<cx<T>>(),
+                    in.x.data_ptr<cx<T>>(), gs.data_ptr<cx<T>>(), g.C, g.H, g.W, 0};
+    Backend::launch(gsp, g.rows(), g.W);
+  }
+  if (need_lam) gw = contrib.sum();
+  return {gx, gk0, gs, gw};
+}
+
+// Backward of the hybrid path, in image chunks like the forward (by_image_chunks): each
+// chunk transforms its coil images of grad (and of x when grad_S or grad_lam needs the
+// forward's k-space), runs ColumnBackward over its sampled columns, and writes its slices
+// of grad_S and grad_k0 in place; grad_x is assembled or coil-combined like the forward
+// output, grad_w summed over per-chunk partial sums.
+template <class Backend, typename T>
+std::tuple<Tensor, Tensor, Tensor, Tensor> hybrid_dc_backward(const DcInputs& in, const Tensor& grad,
+                                                              bool need_x, bool need_k0, bool need_s,
+                                                              bool need_lam) {
+  const Geometry& g = in.g;
+  const int64_t N = g.Bx * g.C, HW = g.H * g.W;
+  Frame<T> f0 = make_frame<T>(g, in.mask, opt(in.lam));
+  const ColumnPlan plan = column_plan(in.mask, g);
+  attach_plan(f0, g, plan);
+  const bool need_meas = (need_lam || need_s) && f0.K > 0, want_a = need_x || need_s;
+  Tensor gx, gk0, gs, gw;
+  if (need_k0) gk0 = at::empty(in.k0.sizes(), in.x.options());
+  if (need_s) gs = at::empty_like(in.sens);
+  const int64_t chunk = image_chunk<Backend>(N, g.H, g.W, in.x.options());
+  Tensor partial_w;
+  if (need_lam) partial_w = at::zeros({(N + chunk - 1) / chunk}, in.lam.options());
+  const cx<T> scatter_cst =
+      conj(centring_constant<T>(g.H)) * static_cast<T>(1.0 / std::sqrt(static_cast<double>(g.H)));
+  // Returns a = F^-1 of the chunk's blended grad spectrum (undefined unless want_a).
+  auto images = [&](int64_t c, int64_t n0, int64_t n1) {
+    const int64_t count = n1 - n0, tiles = count * row_blocks(g.H);
+    Frame<T> f = f0;
+    f.n0 = n0;
+    Tensor G = at::_fft_c2c(chunk_coil_images<Backend, T>(in, grad, n0, n1), {2}, kFftUnnormalised, true);
+    Tensor X, meas, kbuf, contrib;
+    if (need_lam || need_s) X = at::_fft_c2c(chunk_coil_images<Backend, T>(in, in.x, n0, n1), {2},
+                                             kFftUnnormalised, true);
+    if (need_meas) meas = chunk_measurement<Backend, T>(in, f, n0, n1);
+    if (need_k0) kbuf = at::empty({count, f.K, g.H}, in.x.options());
+    if (need_lam) contrib = at::empty({count, g.H, f.K}, in.lam.options());
+    ColumnBackward<T> pass{f,
+                           G.data_ptr<cx<T>>(),
+                           X.defined() ? X.data_ptr<cx<T>>() : nullptr,
+                           need_k0 ? kbuf.data_ptr<cx<T>>() : nullptr,
+                           need_lam ? contrib.data_ptr<T>() : nullptr,
+                           want_a,
+                           need_s};
+    Backend::launch(pass, tiles, f.K);
+    Tensor a;
+    if (want_a) a = at::_fft_c2c(G, {2}, kFftByN, /*forward=*/false);
+    if (need_s) {
+      const Tensor u = at::_fft_c2c(X, {2}, kFftByN, /*forward=*/false);
+      GradSens<T> gsp{grad.data_ptr<cx<T>>(), u.data_ptr<cx<T>>(), a.data_ptr<cx<T>>(),
+                      in.x.data_ptr<cx<T>>(), gs.data_ptr<cx<T>>() + n0 * HW, g.C, g.H, g.W, n0};
+      Backend::launch(gsp, count * g.H, g.W);
+    }
+    if (need_k0) {
+      Tensor out = gk0.view({N, g.H, g.W}).narrow(0, n0, count);
+      if (f.K == 0) {
+        out.zero_();
+      } else {
+        const Tensor kf = at::_fft_c2c(kbuf, {2}, kFftUnnormalised, /*forward=*/true);
+        ScatterColumns<T> sc{kf.data_ptr<cx<T>>(), plan.slot.data_ptr<int64_t>(), out.data_ptr<cx<T>>(),
+                             g.C, g.H, g.W, f.K, g.Bm, n0, scatter_cst};
+        Backend::launch(sc, tiles, g.W);
+      }
+    }
+    if (need_lam) partial_w.select(0, c).copy_(contrib.sum());
+    return a;
+  };
+  if (!need_x) {
+    for_image_chunks<Backend>(N, chunk, images);
+  } else if (in.sens.defined()) {
+    gx = combined_by_image_chunks<Backend, T>(in, chunk, [&](int64_t n0, int64_t n1) {
+      return images(n0 / chunk, n0, n1);
+    });
+  } else {
+    gx = by_image_chunks<Backend>(N, chunk, g.H, g.W, in.x.options(), [&](int64_t n0, int64_t n1) {
+      return images(n0 / chunk, n0, n1);
+    }).view(in.x.sizes());
+  }
+  if (need_lam) gw = partial_w.sum();
+  return {gx, gk0, gs, gw};
 }
 
 template <class Backend>
@@ -332,56 +580,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> data_consistency_backward(
   if (!(need_x || need_k0 || need_s || need_lam)) return {gx, gk0, gs, glam};
   AT_DISPATCH_COMPLEX_TYPES(in.x.scalar_type(), "data_consistency_backward", [&] {
     using T = typename scalar_t::value_type;
-    Frame<T> f = make_frame<T>(g, in.mask, opt(in.lam));
-    const bool need_meas = need_lam || need_s;
-    Measurement<T> meas;
-    if (need_meas || (need_k0 && g.hybrid()))
-      meas = attach_measurement<Backend, T>(f, g, in.k0, in.mask, /*gather=*/need_meas);
-    Tensor G = fft_along<Backend>(coil_images<Backend, T>(in, grad), fft_dims(g), true);
-    Tensor X;
-    if (need_meas) X = fft_along<Backend>(coil_images<Backend, T>(in, in.x), fft_dims(g), true);
-    Tensor kbuf, contrib;
-    if (need_k0) {
-      kbuf = g.hybrid() ? at::zeros({g.Bx * g.C, g.H, f.K}, in.x.options())
-                        : at::empty({g.Bx * g.C, g.H, g.W}, in.x.options());
-    }
-    if (need_lam) contrib = at::empty({g.Bx * g.C, g.H, g.W}, glam.options());
-    const bool want_a = need_x || need_s;
-    BackwardMid<T> mid{f,
-                       G.data_ptr<cx<T>>(),
-                       X.defined() ? X.data_ptr<cx<T>>() : nullptr,
-                       need_k0 ? kbuf.data_ptr<cx<T>>() : nullptr,
-                       need_lam ? contrib.data_ptr<T>() : nullptr,
-                       want_a,
-                       need_s};
-    Backend::launch(mid, g.rows(), g.W);
-    Tensor a;
-    if (want_a) a = fft_along<Backend>(G, fft_dims(g), false);
-    if (need_x) gx = coil_combine<Backend, T>(in, a);
-    if (need_s) {
-      const Tensor u = fft_along<Backend>(X, fft_dims(g), false);
-      gs = at::empty_like(in.sens);
-      GradSens<T> gsp{grad.data_ptr<cx<T>>(), u.data_ptr<cx<T>>(), a.data_ptr<cx<T>>(),
-                      in.x.data_ptr<cx<T>>(), gs.data_ptr<cx<T>>(), g.C, g.H, g.W};
-      Backend::launch(gsp, g.rows(), g.W);
-    }
-    if (need_k0) {
-      if (!g.hybrid()) {
-        gk0 = kbuf.view(in.k0.sizes());
-      } else {
-        if (f.K > 0) kbuf = fft_strided(kbuf, {1}, /*forward=*/true);
-        gk0 = at::empty(in.k0.sizes(), in.k0.options());
-        const cx<T> cst = conj(centring_constant<T>(g.H)) *
-                          static_cast<T>(1.0 / std::sqrt(static_cast<double>(g.H)));
-        ScatterColumns<T> sc{kbuf.data_ptr<cx<T>>(), kbuf.stride(0), kbuf.stride(1), kbuf.stride(2),
-                             f.slot, gk0.data_ptr<cx<T>>(), g.C, g.H, g.W, g.Bm, cst};
-        Backend::launch(sc, g.rows(), g.W);
-      }
-    }
-    if (need_lam) {
-      const Tensor gw = contrib.sum();
-      glam = (gw / (in.lam.reshape({}) + 1).square()).reshape(in.lam.sizes());
-    }
+    Tensor rx, rk0, rs, gw;  // gw: grad of the weight w = lam / (1 + lam)
+    std::tie(rx, rk0, rs, gw) =
+        g.hybrid() ? hybrid_dc_backward<Backend, T>(in, grad, need_x, need_k0, need_s, need_lam)
+                   : dc_backward_2d<Backend, T>(in, grad, need_x, need_k0, need_s, need_lam);
+    if (need_x) gx = rx;
+    if (need_k0) gk0 = rk0;
+    if (need_s) gs = rs;
+    if (need_lam) glam = (gw / (in.lam.reshape({}) + 1).square()).reshape(in.lam.sizes());
   });
   return {gx, gk0, gs, glam};
 }
