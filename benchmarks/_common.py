@@ -19,6 +19,27 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     return 1e3 * statistics.median(timer.timeit(1).median for _ in range(repeats))
 
 
+def time_interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int,
+                       warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times in milliseconds of each fn over `repeats` rounds, every round timing each
+    fn once in turn, so that all of them see the machine in the same state (on a shared
+    machine the speed drifts between seconds; ratios of the same round stay comparable)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    timers = {k: tbench.Timer(stmt="fn()", globals={"fn": fn}) for k, fn in fns.items()}
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, timer in timers.items():
+            out[k].append(1e3 * timer.timeit(1).median)
+    return out
+
+
+def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:
+    """Median over rounds of num[i] / den[i]."""
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
 def run_info(device: torch.device) -> dict:
     """What the figures were measured on."""
     info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -2,13 +2,16 @@
 
     python benchmarks/bench_ops.py [--device cpu|cuda] [--quick] --json PATH
 
-For each case it times (medians) the fastfn op, the reference (fastfn.reference, the
-textbook fastMRI pipeline) and the floor: one forward and one inverse torch.fft.fft
-along W over the same data (per coil), no shifts, no mask; for forward+backward
-cases the floor is that pair run forward and backward through autograd. Prints a
-table and writes
+For each case it times the fastfn op, the reference (fastfn.reference, the textbook
+fastMRI pipeline) and the floor: one forward and one inverse torch.fft.fft along W over
+the same data (per coil), no shifts, no mask; for forward+backward cases the floor is
+that pair run forward and backward through autograd. The three are timed in turn in
+every round; the times are medians over rounds and the ratios medians of the rounds'
+ratios (on a shared machine the speed drifts between seconds, a round's ratio much
+less). Prints a table and writes
 {"device", "torch", "threads", "quick", "cases": [{"name", "op", "mode",
- "fastfn_ms", "reference_ms", "floor_ms", "speedup_vs_reference", "ratio_to_floor"}]}.
+ "fastfn_ms", "reference_ms", "floor_ms", "speedup_vs_reference", "ratio_to_floor",
+ "ratio_to_floor_range"}]}.
 
 Cases (masked FFT): single-coil 320x320 batch 16 and multi-coil 15 coils 640x368
 batch 2 (fastMRI knee sizes), 4x random column mask; undersample, hard DC and soft
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -29,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-from _common import print_table, run_info, time_ms, write_json_atomic  # noqa: E402
+from _common import (paired_ratio, print_table, run_info, time_interleaved_ms,  # noqa: E402
+                     write_json_atomic)
 from masked_fft_inputs import dc_inputs  # noqa: E402
 
 from fastfn import ops  # noqa: E402
@@ -45,7 +50,6 @@ class Case:
     fastfn: Callable[[], object]
     reference: Callable[[], object]
     floor: Callable[[], object]
-    floor_key: str  # cases with the same key share one floor measurement
 
 
 def _fft_pair_floor(data: torch.Tensor, backward: bool) -> Callable[[], object]:
@@ -99,7 +103,7 @@ def _masked_fft_case(size_name: str, d: dict, op: str, mode: str,
     if bwd:
         g = torch.ones_like(fast())
         fast, slow = _forward_backward(fast, leaves, g), _forward_backward(slow, leaves, g)
-    return Case(f"{size_name}:{op}:{mode}", op, mode, fast, slow, floor, f"{size_name}:{mode}")
+    return Case(f"{size_name}:{op}:{mode}", op, mode, fast, slow, floor)
 
 
 def masked_fft_cases(device: torch.device) -> list[Case]:
@@ -128,20 +132,20 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
-    repeats = 2 if args.quick else 7
+    repeats = 3 if args.quick else 9
     torch.manual_seed(0)
-    floors: dict[str, float] = {}
     rows = []
     for build in CASE_BUILDERS:
         for case in build(device):
-            if case.floor_key not in floors:
-                floors[case.floor_key] = time_ms(case.floor, repeats)
-            fast = time_ms(case.fastfn, repeats)
-            slow = time_ms(case.reference, repeats)
-            floor = floors[case.floor_key]
+            t = time_interleaved_ms({"fastfn": case.fastfn, "reference": case.reference,
+                                     "floor": case.floor}, repeats)
+            fast, slow, floor = (statistics.median(t[k]) for k in ("fastfn", "reference", "floor"))
             rows.append({"name": case.name, "op": case.op, "mode": case.mode, "fastfn_ms": fast,
                          "reference_ms": slow, "floor_ms": floor,
-                         "speedup_vs_reference": slow / fast, "ratio_to_floor": fast / floor})
+                         "speedup_vs_reference": paired_ratio(t["reference"], t["fastfn"]),
+                         "ratio_to_floor": paired_ratio(t["fastfn"], t["floor"]),
+                         "ratio_to_floor_range": [min(a / b for a, b in zip(t["fastfn"], t["floor"])),
+                                                  max(a / b for a, b in zip(t["fastfn"], t["floor"]))]})
             print_table(rows[-1:], ["name", "fastfn_ms", "reference_ms", "floor_ms",
                                     "speedup_vs_reference", "ratio_to_floor"])
     print()
