@@ -23,12 +23,16 @@
 // that reads mask and k0 at the centred index (q + s) mod N and applies r. Column
 // masks (Hm == 1) commute with the FFT along H, so those paths transform along W
 // only ("hybrid" space: image rows, k-space columns); the measurement then enters as
-// h0 = F_{c,H}^-1 k0, computed on the sampled columns only (gathered, ~1/R of k0).
-// The FFTs are unnormalised; the 1/sqrt(N) factors are folded into the passes.
+// h0 = F_{c,H}^-1 k0, computed on the sampled columns only (gathered, ~1/R of k0),
+// and the DC passes there visit only the K sampled columns (ColumnBlend,
+// ColumnBackward): their inverse FFT along W divides by W itself. Otherwise the FFTs
+// are unnormalised and the 1/sqrt(N) factors are folded into the passes.
 //
 // Every pass is a functor called as f(row, j0, j1): it handles elements [j0, j1)
-// of one row of the innermost dimension. The CPU runs whole rows in parallel (one
-// index decode per row); the CUDA kernel calls it once per element.
+// of one "row" (an image row, or for the column passes a tile of kRowBlock image
+// rows; the inner index then runs over gather slots or columns). The CPU runs whole
+// rows in parallel (one index decode per row); the CUDA kernel calls it once per
+// element. Functors whose pointers start at image n0 (the CPU's image chunks) say so.
 #pragma once
 
 #include <c10/util/complex.h>

@@ -11,7 +11,6 @@
 #include <array>
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <mutex>
 #include <tuple>
 #include <vector>
