@@ -126,19 +126,23 @@ CASE_BUILDERS: list[Callable[[torch.device], list[Case]]] = [masked_fft_cases]
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (under a minute on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="one round (under a minute on 2 CPU cores)")
     p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
-    repeats = 3 if args.quick else 9
+    repeats = 1 if args.quick else 9
     torch.manual_seed(0)
     rows = []
     for build in CASE_BUILDERS:
         for case in build(device):
+            # warm-up: the fastfn op (extension, plans) and the floor; the reference's first
+            # call costs what its later ones do, and it is the slowest by far
+            case.fastfn()
+            case.floor()
             t = time_interleaved_ms({"fastfn": case.fastfn, "reference": case.reference,
-                                     "floor": case.floor}, repeats)
+                                     "floor": case.floor}, repeats, warmup=0)
             fast, slow, floor = (statistics.median(t[k]) for k in ("fastfn", "reference", "floor"))
             rows.append({"name": case.name, "op": case.op, "mode": case.mode, "fastfn_ms": fast,
                          "reference_ms": slow, "floor_ms": floor,
