@@ -317,41 +317,53 @@ Tensor coil_combine(const DcInputs& in, const Tensor& u) {
 
 // Multi-coil: sum_c conj(S_c) u_c (B, H, W) with the coil images u from fn(n0, n1) as in
 // by_image_chunks, combined chunk by chunk while cached instead of assembling all of
-// them first. Each task sums its (contiguous) coils of an image into a private
-// accumulator and adds that to the output under a lock, so coils of one image may be
-// split across tasks (a batch of one still uses every thread).
+// them first. Each task sums its (contiguous) coils of an image into a private partial
+// sum, so coils of one image may be split across tasks (a batch of one still uses every
+// thread); the partials are added in coil order afterwards, so the result does not
+// depend on which task finishes first.
 template <class Backend, typename T, class Fn>
 Tensor combined_by_image_chunks(const DcInputs& in, int64_t chunk, const Fn& fn) {
   const Geometry& g = in.g;
   const int64_t N = g.Bx * g.C, HW = g.H * g.W;
   if (chunk >= N) return coil_combine<Backend, T>(in, fn(0, N));
-  Tensor out = at::zeros({g.Bx, g.H, g.W}, in.x.options());
-  std::mutex out_lock;
+  struct Partial {
+    int64_t first_coil_image, b;
+    Tensor sum;
+  };
+  std::vector<Partial> partials;
+  std::mutex partials_lock;
   Backend::for_each_range((N + chunk - 1) / chunk, [&](int64_t c0, int64_t c1) {
-    Tensor acc = at::zeros({g.H, g.W}, in.x.options());
-    int64_t b_acc = -1;
+    Partial part{-1, -1, Tensor()};
     auto flush = [&] {
-      if (b_acc < 0) return;
-      const std::lock_guard<std::mutex> hold(out_lock);
-      out.select(0, b_acc).add_(acc);
+      if (part.b < 0) return;
+      const std::lock_guard<std::mutex> hold(partials_lock);
+      partials.push_back(part);
     };
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t n0 = c * chunk, n1 = std::min(N, n0 + chunk);
       const Tensor u = fn(n0, n1);
       for (int64_t n = n0; n < n1; ++n) {
-        if (n / g.C != b_acc) {
+        if (n / g.C != part.b) {
           flush();
-          acc.zero_();
-          b_acc = n / g.C;
+          part = Partial{n, n / g.C, at::zeros({g.H, g.W}, in.x.options())};
         }
         CombineAdd<T> add{in.sens.data_ptr<cx<T>>() + n * HW, u.data_ptr<cx<T>>() + (n - n0) * HW,
-                          acc.data_ptr<cx<T>>(), g.W};
+                          part.sum.template data_ptr<cx<T>>(), g.W};
         Backend::launch(add, g.H, g.W);
       }
     }
     flush();
   });
-  return out;
+  std::sort(partials.begin(), partials.end(), [](const Partial& l, const Partial& r) {
+    return l.first_coil_image < r.first_coil_image;
+  });
+  Tensor out = at::empty({g.Bx, g.H, g.W}, in.x.options());
+  for (size_t i = 0; i < partials.size(); ++i) {
+    Tensor dst = out.select(0, partials[i].b);
+    if (i == 0 || partials[i - 1].b != partials[i].b) dst.copy_(partials[i].sum);
+    else dst.add_(partials[i].sum);
+  }
+  return out.view(in.x.sizes());
 }
 
 // S_c img (multi-coil) or img itself for coil images [n0, n1): (n1 - n0, H, W).
