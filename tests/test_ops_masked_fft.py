@@ -242,14 +242,18 @@ def test_gradcheck_dc(device, coils, mask_2d, H, W):
                                                                    sens=d.get("sens")), (k0,))
 
 
-def test_dc_grad_matches_reference_autograd(device):
-    d = dc_inputs(2, 8, 6, coils=3, dtype=torch.complex128, device=device, accel=2)
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_dc_grad_matches_reference_autograd(device, weight):
+    """Binary and fractional (0.5) mask weights, per-image column masks."""
+    d = dc_inputs(2, 8, 6, coils=3, dtype=torch.complex128, device=device, accel=2,
+                  per_batch_mask=True)
+    mask = d["mask"] * weight
     lam = torch.tensor(0.4, dtype=torch.float64, device=device)
     leaves = [t.clone().requires_grad_() for t in (d["x"], d["k0"], d["sens"], lam)]
     leaves_ref = [t.clone().requires_grad_() for t in (d["x"], d["k0"], d["sens"], lam)]
     g = complex_randn(2, 8, 6, dtype=torch.complex128, device=device)
-    ops.data_consistency(leaves[0], leaves[1], d["mask"], lam=leaves[3], sens=leaves[2]).backward(g)
-    ref.data_consistency(leaves_ref[0], leaves_ref[1], d["mask"], lam=leaves_ref[3],
+    ops.data_consistency(leaves[0], leaves[1], mask, lam=leaves[3], sens=leaves[2]).backward(g)
+    ref.data_consistency(leaves_ref[0], leaves_ref[1], mask, lam=leaves_ref[3],
                          sens=leaves_ref[2]).backward(g)
     for a, b in zip(leaves, leaves_ref):
         torch.testing.assert_close(a.grad, b.grad)
