@@ -232,12 +232,14 @@ struct ScatterColumns {
   FASTFN_HD void operator()(int64_t tile, int64_t w0, int64_t w1) const {
     const RowTile t(tile, H);
     const int64_t bm = Bm == 1 ? 0 : (n0 + t.n) / C;
-    cx<T>* dst = out + t.n * H * W;
+    cx<T> ph[kRowBlock];
+    for (int64_t kh = t.h0; kh < t.h1; ++kh) ph[kh - t.h0] = cst * conj(centring_phase<T>(kh, H));
+    cx<T>* dst = out + (t.n * H + t.h0) * W;
+    const int64_t rows = t.h1 - t.h0;
     for (int64_t j = w0; j < w1; ++j) {
       const int64_t sl = slot[bm * W + j];
-      const cx<T>* src = buf + (t.n * K + (sl >= 0 ? sl : 0)) * H;
-      for (int64_t kh = t.h0; kh < t.h1; ++kh)
-        dst[kh * W + j] = sl >= 0 ? src[kh] * (cst * conj(centring_phase<T>(kh, H))) : cx<T>(T(0), T(0));
+      const cx<T>* src = buf + (t.n * K + (sl >= 0 ? sl : 0)) * H + t.h0;
+      for (int64_t i = 0; i < rows; ++i) dst[i * W + j] = sl >= 0 ? src[i] * ph[i] : cx<T>(T(0), T(0));
     }
   }
 };
@@ -416,6 +418,11 @@ struct ColumnBackward {
     const T s = f.scale;
     const T w = f.weight();
     const bool need_k = contrib != nullptr || want_u;
+    cx<T> rh[kRowBlock], rhc[kRowBlock];  // the tile's row factors, hoisted out of the slot loop
+    for (int64_t h = t.h0; h < t.h1; ++h) {
+      rh[h - t.h0] = f.hybrid_row_factor(h);
+      rhc[h - t.h0] = conj(centring_phase<T>(h, H));
+    }
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t jw = cols[q];
       const T mq = m[jw];
@@ -426,12 +433,12 @@ struct ColumnBackward {
         const int64_t i = (n * H + h) * W + p;
         const cx<T> go = G[i] * s;
         cx<T> kv(T(0), T(0));
-        if (need_k && mq != T(0)) kv = f.measured_column(n, h, q, p, f.hybrid_row_factor(h));
+        if (need_k && mq != T(0)) kv = f.measured_column(n, h, q, p, rh[h - t.h0]);
         if (contrib != nullptr) {
           const cx<T> d = kv - X[i] * s;
           contrib[(n * H + h) * K + q] = mq * (go.real() * d.real() + go.imag() * d.imag());
         }
-        if (gk0 != nullptr) gk0[(n * K + q) * H + h] = go * rw * conj(centring_phase<T>(h, H)) * wm;
+        if (gk0 != nullptr) gk0[(n * K + q) * H + h] = go * rw * rhc[h - t.h0] * wm;
         if (wm == T(0)) continue;
         if (want_u) X[i] = X[i] * (T(1) - wm) + kv * (wm / s);
         if (want_a) G[i] = G[i] * (T(1) - wm);

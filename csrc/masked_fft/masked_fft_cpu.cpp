@@ -7,7 +7,7 @@
 
 #include <algorithm>
 
-#include "masked_fft/masked_fft_impl.h"
+#include "masked_fft/masked_fft_backward.h"
 
 namespace fastfn {
 namespace mfft {

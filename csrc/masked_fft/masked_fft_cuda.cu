@@ -11,7 +11,7 @@
 
 #include <algorithm>
 
-#include "masked_fft/masked_fft_impl.h"
+#include "masked_fft/masked_fft_backward.h"
 
 namespace fastfn {
 namespace mfft {
