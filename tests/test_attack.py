@@ -160,6 +160,24 @@ def test_acquisition_gives_target_plus_feature(coils, with_sens):
     torch.testing.assert_close(change, delta, atol=2e-5, rtol=1e-4)
 
 
+def test_acquisition_gradient_is_finite_on_an_empty_slice():
+    # an all-zero slice (outside the anatomy, zero padding) in a multi-coil batch: the
+    # RSS magnitude change must still have a finite gradient, and the other slice's
+    # gradient must not depend on it
+    def grad_of_change(batch):
+        delta = torch.zeros(2, h, w, requires_grad=True)  # a search's starting point
+        from_batch(batch).zero_filled_change(delta).sum().backward()
+        return delta.grad
+
+    batch = make_batch(2, coils=4, full_mask=True, with_sens=True)
+    reference = grad_of_change(batch)
+    for key in ("kspace", "masked_kspace", "target"):
+        batch[key][1] = 0
+    grad = grad_of_change(batch)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(grad[0], reference[0])
+
+
 def test_acquisition_is_linear_in_the_feature():
     batch = make_batch(2)
     acq = from_batch(batch)

@@ -7,6 +7,7 @@ import torch
 
 from fastfn.data import (KspaceTransform, RandomMaskFunc, UnetNormalize, center_crop, collate,
                          fit_kspace, normalize_instance, volume_seed)
+from fastfn.data.transforms import complex_abs_rss, rss
 
 
 def np_ifft2c(k: np.ndarray) -> np.ndarray:
@@ -109,6 +110,24 @@ def test_unet_normalize_matches_fastmri_formula_and_inverts():
     assert UnetNormalize()(spiky)["image"].max().item() == 6.0
     y, m, s = normalize_instance(image)
     assert abs(y.mean().item()) < 1e-5 and abs(y.std().item() - 1) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_rss_value_and_gradient(dtype):
+    x = torch.randn(2, 4, 5, 6, dtype=dtype)
+    x[1] = 0  # an empty slice: every coil exactly zero
+    expected = np.sqrt((np.abs(x.numpy()) ** 2).sum(axis=1))
+    np.testing.assert_allclose(rss(x, dim=1).numpy(), expected, rtol=1e-12)
+    x.requires_grad_(True)
+    rss(x, dim=1).sum().backward()
+    # d rss / d x = x / rss where rss > 0 (conj-Wirtinger convention of torch for complex);
+    # the empty slice gets 0, not NaN (sqrt(sum |x|^2) gives NaN there)
+    with torch.no_grad():
+        torch.testing.assert_close(x.grad[0], x[0] / rss(x[0], dim=0))
+    assert torch.equal(x.grad[1], torch.zeros_like(x.grad[1]))
+    if dtype.is_complex:
+        torch.testing.assert_close(complex_abs_rss(x.detach(), multicoil=True), rss(x.detach(), dim=1))
+        torch.testing.assert_close(complex_abs_rss(x.detach()[0], multicoil=False), x.detach()[0].abs())
 
 
 def test_center_crop_offsets_and_errors():

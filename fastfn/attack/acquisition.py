@@ -30,16 +30,13 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
+from fastfn.data.transforms import rss
 from fastfn.ops import fft2c, ifft2c, undersample
 
 
 def crop_offsets(full: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
     """Top-left corner of fastMRI's centre crop of size ``crop`` in ``full``."""
     return (full[0] - crop[0]) // 2, (full[1] - crop[1]) // 2
-
-
-def _rss(x: torch.Tensor) -> torch.Tensor:
-    return x.abs().pow(2).sum(dim=-3).sqrt()
 
 
 @dataclass
@@ -106,17 +103,19 @@ class Acquisition:
         mask = self._kmask(self.mask.index_select(0, slices))
         zf = self.zero_filled.index_select(0, slices)
         zf_new = zf + undersample(self._embed(delta.to(carrier.real.dtype), carrier), mask)
-        mag = (lambda x: _rss(x)) if self.multicoil else (lambda x: x.abs())
         H, W = zf.shape[-2:]
         h, w = delta.shape[-2:]
         top, left = crop_offsets((H, W), (h, w))
-        diff = mag(zf_new) - mag(zf)
-        return diff[..., top:top + h, left:left + w]
+
+        def cropped_magnitude(x: torch.Tensor) -> torch.Tensor:
+            x = x[..., top:top + h, left:left + w]
+            return rss(x) if self.multicoil else x.abs()
+        return cropped_magnitude(zf_new) - cropped_magnitude(zf)
 
 
     def zero_filled_magnitude(self) -> torch.Tensor:
         """|ZF(x)| (RSS over coils) of the measurement, centre-cropped to the targets: (B, h, w)."""
-        mag = _rss(self.zero_filled) if self.multicoil else self.zero_filled.abs()
+        mag = rss(self.zero_filled) if self.multicoil else self.zero_filled.abs()
         H, W = mag.shape[-2:]
         h, w = self.crop
         top, left = crop_offsets((H, W), (h, w))
@@ -138,10 +137,10 @@ def estimate_sens(coil_images: torch.Tensor, rel_floor: float = 1e-4) -> torch.T
     ratio is only rounding noise) the maps are uniform, 1 / sqrt(C); sum_c |S_c|^2 = 1
     everywhere either way.
     """
-    rss = _rss(coil_images).unsqueeze(-3)
-    floor = rel_floor * rss.amax(dim=(-3, -2, -1), keepdim=True)
+    norm = rss(coil_images).unsqueeze(-3)
+    floor = rel_floor * norm.amax(dim=(-3, -2, -1), keepdim=True)
     uniform = torch.full_like(coil_images, 1.0 / coil_images.shape[-3] ** 0.5)
-    return torch.where(rss > floor, coil_images / rss.clamp_min(torch.finfo(rss.dtype).tiny), uniform)
+    return torch.where(norm > floor, coil_images / norm.clamp_min(torch.finfo(norm.dtype).tiny), uniform)
 
 
 def from_batch(batch: Mapping[str, Any]) -> Acquisition:
@@ -163,13 +162,13 @@ def from_batch(batch: Mapping[str, Any]) -> Acquisition:
         sens = batch.get("sens")
         if sens is None:
             sens = estimate_sens(x)
-            rho = _rss(x).to(x.dtype)
+            rho = rss(x).to(x.dtype)
         else:
             if sens.shape != k.shape:
                 raise ValueError(f"attack: batch['sens'] {tuple(sens.shape)} must match kspace {tuple(k.shape)}")
             rho = (sens.conj() * x).sum(-3) / sens.abs().pow(2).sum(-3).clamp_min(1e-12)
         carrier = sens * _phase(rho).unsqueeze(1)
-        full_mag = _rss(x)
+        full_mag = rss(x)
     else:
         carrier = _phase(x)
         full_mag = x.abs()

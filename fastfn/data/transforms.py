@@ -32,16 +32,20 @@ def center_crop(x: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
 
 
 def rss(x: torch.Tensor, dim: int = -3) -> torch.Tensor:
-    """Root-sum-of-squares of a real tensor over ``dim`` (the coil dim)."""
-    return torch.sqrt((x ** 2).sum(dim))
+    """Root sum of squares of |x| over ``dim`` (the coil dim), real or complex:
+    (B, C, H, W) -> (B, H, W) real.
+
+    ``vector_norm`` rather than ``sqrt(sum(|x|^2))``: its gradient is 0, not NaN, where
+    every coil is exactly 0 (an empty slice, zero padding), and the attack and the
+    models differentiate through it.
+    """
+    return torch.linalg.vector_norm(x, dim=dim)
 
 
 def complex_abs_rss(image: torch.Tensor, multicoil: bool) -> torch.Tensor:
     """Magnitude of a complex image (..., H, W); multi-coil: root-sum-of-squares over the
     coil dim of (..., C, H, W)."""
-    if multicoil:
-        return torch.sqrt((image.real ** 2 + image.imag ** 2).sum(-3))
-    return image.abs()
+    return rss(image, dim=-3) if multicoil else image.abs()
 
 
 def normalize(x: torch.Tensor, mean, std, eps: float = 0.0) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fastfn.data.transforms import center_crop as _data_center_crop
+from fastfn.data.transforms import rss
 from fastfn.ops import ifft2c
 
 CropSize = Optional[Union[int, Sequence[int]]]
@@ -44,15 +45,6 @@ def center_crop(x: torch.Tensor, crop_size: CropSize) -> torch.Tensor:
     """
     size = _as_hw(crop_size)
     return x if size is None else _data_center_crop(x, size)
-
-
-def rss(x: torch.Tensor, dim: int = -3) -> torch.Tensor:
-    """Root sum of squares of |x| over the coil dim: (B, C, H, W) complex/real -> (B, H, W) real.
-
-    ``vector_norm`` rather than ``sqrt(sum(|x|^2))`` (fastfn.data's rss): its gradient is
-    0, not NaN, where x is 0, and the attack differentiates through this.
-    """
-    return torch.linalg.vector_norm(x, dim=dim)
 
 
 class Reconstructor(nn.Module):
