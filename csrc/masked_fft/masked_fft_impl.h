@@ -91,7 +91,9 @@ inline int64_t batch_count(const Tensor& x) {
 // Where the sampled columns of a column mask are: idx (Bm, K) lists them in ascending
 // order, rows with fewer than K padded with unsampled columns (distinct, never blended);
 // slot (Bm, W) maps a column to its position in idx or -1. Built on the host from the
-// mask's Bm x W values (on CUDA: one small copy each way) with no ATen kernel launches.
+// mask's Bm x W values with no ATen kernel launches. On CUDA that costs one
+// device-to-host copy of the mask (the one synchronisation of the op: K sizes the
+// buffers); idx and slot go back in one asynchronous copy from pinned memory.
 struct ColumnPlan {
   Tensor idx, slot;
   int64_t K = 0;
@@ -105,9 +107,11 @@ inline ColumnPlan column_plan(const Tensor& mask, const Geometry& g) {
     for (int64_t j = 0; j < g.W; ++j) counts[b] += mv[b * g.W + j] != 0.0;
   ColumnPlan p;
   p.K = g.Bm == 0 ? 0 : *std::max_element(counts.begin(), counts.end());
-  Tensor idx = at::empty({g.Bm, p.K}, at::kLong), slot = at::empty({g.Bm, g.W}, at::kLong);
-  int64_t* iv = idx.data_ptr<int64_t>();
-  int64_t* sv = slot.data_ptr<int64_t>();
+  // idx then slot in one buffer, so that a CUDA mask needs one copy back
+  const int64_t n_idx = g.Bm * p.K;
+  Tensor packed = at::empty({n_idx + g.Bm * g.W}, at::TensorOptions(at::kLong).pinned_memory(mask.is_cuda()));
+  int64_t* iv = packed.data_ptr<int64_t>();
+  int64_t* sv = iv + n_idx;
   for (int64_t b = 0; b < g.Bm; ++b) {
     int64_t q = 0, pad = counts[b];
     for (int64_t j = 0; j < g.W; ++j) {
@@ -117,8 +121,10 @@ inline ColumnPlan column_plan(const Tensor& mask, const Geometry& g) {
       else if (pad < p.K) iv[b * p.K + pad++] = j;
     }
   }
-  p.idx = idx.to(mask.device());
-  p.slot = slot.to(mask.device());
+  // non_blocking from pinned memory: ATen keeps the host block until the copy is done
+  const Tensor on_device = packed.to(mask.device(), /*non_blocking=*/true);
+  p.idx = on_device.narrow(0, 0, n_idx).view({g.Bm, p.K});
+  p.slot = on_device.narrow(0, n_idx, g.Bm * g.W).view({g.Bm, g.W});
   return p;
 }
 
