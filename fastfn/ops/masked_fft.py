@@ -246,15 +246,46 @@ def _dc_setup(ctx, inputs, output):
     ctx.save_for_backward(x, k0, mask, sens, lam)
 
 
+class _NoSecondDerivative(torch.autograd.Function):
+    """Identity on the gradients data_consistency's backward returns; differentiating
+    them (double backward, ``create_graph=True`` through the op) raises a clear error
+    instead of a wrong or cryptic result. Only used when grad mode is on in backward."""
+
+    @staticmethod
+    def forward(ctx, anchor, *grads):
+        # anchor: a tensor of the graph (the incoming gradient or an input that requires
+        # grad), so that the results are connected and their backward is reached
+        return tuple(g.clone() for g in grads)
+
+    @staticmethod
+    def backward(ctx, *_):
+        _no_second_derivative()
+
+
+def _no_second_derivative(*_):
+    raise RuntimeError(
+        "fastfn.ops.data_consistency has no second derivative: double backward "
+        "(create_graph=True through the op, e.g. a gradient penalty) is not supported; "
+        "fastfn.reference.data_consistency is a differentiable pure-PyTorch version")
+
+
 def _dc_backward(ctx, grad):
     x, k0, mask, sens, lam = ctx.saved_tensors
     sens = sens if ctx.has_sens else None
     lam = lam if ctx.has_lam else None
     nx, nk, _, ns, nl = ctx.needs_input_grad
     want = [bool(nx), bool(nk), bool(ns) and sens is not None, bool(nl) and lam is not None]
-    gx, gk, gs, gl = _ops.data_consistency_backward(grad, x, k0, mask, sens, lam, want)
-    return (gx if want[0] else None, gk if want[1] else None, None,
-            gs if want[2] else None, gl if want[3] else None)
+    # the backward kernel is not itself differentiable: under create_graph it runs without
+    # grad mode and its results are marked so that differentiating them raises
+    anchors = [t for t in (grad, x, k0, sens, lam) if t is not None and t.requires_grad]
+    with torch.no_grad():
+        grads = _ops.data_consistency_backward(grad, x, k0, mask, sens, lam, want)
+    picked = [g for g, w in zip(grads, want) if w]
+    if torch.is_grad_enabled() and anchors and picked:
+        picked = list(_NoSecondDerivative.apply(anchors[0], *picked))
+    it = iter(picked)
+    gx, gk, gs, gl = (next(it) if w else None for w in want)
+    return gx, gk, None, gs, gl
 
 
 torch.library.register_autograd("fastfn::fft2c", _fft2c_backward)
@@ -262,5 +293,6 @@ torch.library.register_autograd("fastfn::ifft2c", _ifft2c_backward)
 torch.library.register_autograd("fastfn::undersample", _undersample_backward,
                                 setup_context=_undersample_setup)
 torch.library.register_autograd("fastfn::data_consistency", _dc_backward, setup_context=_dc_setup)
+torch.library.register_autograd("fastfn::data_consistency_backward", _no_second_derivative)
 
 __all__ = ["fft2c", "ifft2c", "undersample", "data_consistency"]
