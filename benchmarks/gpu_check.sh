@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU check for a machine with an NVIDIA GPU and no package registry
 # (torch with CUDA, nvcc and ninja preinstalled): build the extension with CUDA,
-# run the GPU tests, run bench_ops.py --device cuda, and write logs and JSON to
-# $OUT (default ./gpu_check_out). Meant to finish in a few minutes.
+# run every CUDA-marked test, run bench_ops.py --device cuda (then the feature, training
+# and attack benchmarks, each under a time limit), and write logs and JSON to $OUT
+# (default ./gpu_check_out). Meant to finish in well under ten minutes.
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
 #
@@ -35,7 +36,8 @@ cat "$OUT/build_info.json"
 
 step "GPU tests"
 if "$PY" -c "import pytest" 2>/dev/null; then
-  "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_ops_masked_fft.py \
+  # every test marked cuda: the operators, the feature ops, models, metrics, losses, AMP training
+  "$PY" -m pytest -q -p no:cacheprovider -m cuda tests \
     --junitxml="$OUT/tests_cuda.xml" > "$OUT/tests_cuda.log" 2>&1 || status=1
   "$PY" -m pytest -q -p no:cacheprovider tests/test_build.py >> "$OUT/tests_cuda.log" 2>&1 || status=1
   tail -5 "$OUT/tests_cuda.log"
@@ -73,6 +75,20 @@ step "bench_ops.py --device cuda"
 "$PY" benchmarks/bench_ops.py --device cuda ${QUICK:+--quick} --json "$OUT/bench_ops_cuda.json" \
   > "$OUT/bench_ops_cuda.log" 2>&1 || status=1
 tail -15 "$OUT/bench_ops_cuda.log"
+
+# The other benchmarks on the GPU, each bounded so that the whole check stays within
+# the few minutes a borrowed machine gives (a timeout marks the status, the rest runs).
+bench() {  # name, seconds, command...
+  local name=$1 limit=$2; shift 2
+  step "$name (at most ${limit} s)"
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1 || { echo "$name: exit $?" >> "$OUT/summary.txt"; status=1; }
+  tail -8 "$OUT/$name.log"
+}
+bench bench_features_cuda 120 "$PY" benchmarks/bench_features.py --device cuda --json "$OUT/bench_features_cuda.json"
+bench bench_train_cuda 150 "$PY" benchmarks/bench_train.py --device cuda --size 320 --batch 8 --steps 5 \
+  --json "$OUT/bench_train_cuda.json"
+bench bench_attack_cuda 240 "$PY" benchmarks/bench_attack.py --device cuda --train-steps 100 \
+  --json "$OUT/bench_attack_cuda.json"
 
 step "done (status $status); logs and JSON in $OUT"
 exit $status
