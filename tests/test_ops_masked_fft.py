@@ -340,6 +340,9 @@ def test_errors_name_the_argument():
         ops.undersample(x, column_mask(5))
     with pytest.raises(ValueError, match="mask has 3 rows"):
         ops.undersample(x, torch.ones(3, 6))
+    for shape in ((3, 1, 6), (2, 2, 1, 6)):  # batch 3 for 2 images; more dims than the k-space
+        with pytest.raises(ValueError, match=r"mask of shape .* does not broadcast to the k-space shape \(2, 8, 6\)"):
+            ops.undersample(x, torch.ones(shape))
     with pytest.raises(ValueError, match="k0 must have the shape of x"):
         ops.data_consistency(x, complex_randn(2, 8, 5), mask)
     with pytest.raises(TypeError, match="k0 has dtype"):
