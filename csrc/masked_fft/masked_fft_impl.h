@@ -209,14 +209,14 @@ int64_t for_image_chunks(int64_t N, int64_t chunk, const Fn& fn) {
 
 // (N, H, W) from fn(n0, n1), which returns images [n0, n1) as (n1 - n0, H, W): one call
 // when chunk >= N, else the chunks run in parallel and are copied into place while
-// still cached.
+// still cached (Backend::store_chunk).
 template <class Backend, class Fn>
 Tensor by_image_chunks(int64_t N, int64_t chunk, int64_t H, int64_t W, const at::TensorOptions& opts,
                        const Fn& fn) {
   if (chunk >= N) return fn(0, N);
   Tensor out = at::empty({N, H, W}, opts);
   for_image_chunks<Backend>(N, chunk, [&](int64_t, int64_t n0, int64_t n1) {
-    out.narrow(0, n0, n1 - n0).copy_(fn(n0, n1));
+    Backend::store_chunk(out.narrow(0, n0, n1 - n0), fn(n0, n1));
   });
   return out;
 }
