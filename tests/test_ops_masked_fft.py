@@ -181,6 +181,22 @@ def test_column_mask_ops_over_image_chunks(device, threads):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_chunk_results_land_at_unaligned_offsets(device, threads):
+    """Odd image sizes (7 x 9 complex64: 504 bytes, 8 mod 16) put chunk boundaries at
+    offsets the CPU's streaming copy must handle byte-exactly (head and tail)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for B in (5, 7):
+            d = dc_inputs(B, 7, 9, device=device, accel=2, per_batch_mask=True, seed=B)
+            assert_matches(ops.undersample, ref.undersample, d["x"], d["mask"])
+            for lam in (None, 0.3):
+                assert_matches(ops.data_consistency, ref.data_consistency, d["x"], d["k0"], d["mask"], lam=lam)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("coils", [None, 2])
 def test_dc_nothing_sampled_or_zero_weight(device, coils):
     """An all-zero column mask (no gathered column) and lam = 0 both leave x as it is;
