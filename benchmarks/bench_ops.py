@@ -11,7 +11,13 @@ ratios (on a shared machine the speed drifts between seconds, a round's ratio mu
 less). Prints a table and writes
 {"device", "torch", "threads", "quick", "cases": [{"name", "op", "mode",
  "fastfn_ms", "reference_ms", "floor_ms", "speedup_vs_reference", "ratio_to_floor",
- "ratio_to_floor_range"}]}.
+ "ratio_to_floor_range"}], "host_cost_us": {"floor", "fft2c", "undersample",
+ "dc_hard", "dc_soft"}}.
+
+host_cost_us: microseconds per call on a 1 x 8 x 8 input, where the transforms cost
+nothing, so what remains is the host side (Python wrapper, dispatch, column plan,
+ATen FFT calls, launches). On a GPU at fastMRI batch sizes that is a large part of
+each call.
 
 Cases (masked FFT): single-coil 320x320 batch 16 and multi-coil 15 coils 640x368
 batch 2 (fastMRI knee sizes), 4x random column mask; undersample, hard DC and soft
@@ -24,6 +30,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -123,6 +130,36 @@ def masked_fft_cases(device: torch.device) -> list[Case]:
 CASE_BUILDERS: list[Callable[[torch.device], list[Case]]] = [masked_fft_cases]
 
 
+def host_cost_us(device: torch.device, calls: int, rounds: int = 5) -> dict[str, float]:
+    """Median per-call time in microseconds of each op on a 1 x 8 x 8 input (column mask),
+    `calls` calls per round, the ops taking turns in every round."""
+    d = dc_inputs(1, 8, 8, device=device, accel=2, seed=0)
+    x, k0, mask = d["x"], d["k0"], d["mask"]
+    lam = torch.tensor(0.1, device=device)
+    fns = {"floor": lambda: torch.fft.ifft(torch.fft.fft(k0, dim=-1), dim=-1),
+           "fft2c": lambda: ops.fft2c(x),
+           "undersample": lambda: ops.undersample(x, mask),
+           "dc_hard": lambda: ops.data_consistency(x, k0, mask),
+           "dc_soft": lambda: ops.data_consistency(x, k0, mask, lam=lam)}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    per_call: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        for _ in range(20):
+            fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sync()
+            per_call[name].append((time.perf_counter() - t0) / calls * 1e6)
+    return {k: statistics.median(v) for k, v in per_call.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -155,7 +192,10 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print_table(rows, ["name", "fastfn_ms", "reference_ms", "floor_ms", "speedup_vs_reference",
                        "ratio_to_floor"])
-    result = {**run_info(device), "quick": args.quick, "cases": rows}
+    host = host_cost_us(device, calls=200 if args.quick else 1000)
+    print("\nhost cost per call, 1 x 8 x 8 input (us): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in host.items()))
+    result = {**run_info(device), "quick": args.quick, "cases": rows, "host_cost_us": host}
     write_json_atomic(args.json, result)
     print(f"wrote {args.json}")
     return result
