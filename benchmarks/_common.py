@@ -20,10 +20,11 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
 
 
 def time_interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int,
-                       warmup: int = 1) -> dict[str, list[float]]:
-    """Wall times in milliseconds of each fn over `repeats` rounds, every round timing each
-    fn once in turn, so that all of them see the machine in the same state (on a shared
-    machine the speed drifts between seconds; ratios of the same round stay comparable)."""
+                       warmup: int = 1, number: int = 1) -> dict[str, list[float]]:
+    """Wall times in milliseconds per call of each fn over `repeats` rounds, every round
+    timing each fn (`number` calls, averaged) in turn, so that all of them see the machine
+    in the same state (on a shared machine the speed drifts between seconds; ratios of the
+    same round stay comparable)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -31,7 +32,7 @@ def time_interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int,
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, timer in timers.items():
-            out[k].append(1e3 * timer.timeit(1).median)
+            out[k].append(1e3 * timer.timeit(number).median)
     return out
 
 

@@ -30,7 +30,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -141,23 +140,8 @@ def host_cost_us(device: torch.device, calls: int, rounds: int = 5) -> dict[str,
            "undersample": lambda: ops.undersample(x, mask),
            "dc_hard": lambda: ops.data_consistency(x, k0, mask),
            "dc_soft": lambda: ops.data_consistency(x, k0, mask, lam=lam)}
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    per_call: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(20):
-            fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            sync()
-            per_call[name].append((time.perf_counter() - t0) / calls * 1e6)
-    return {k: statistics.median(v) for k, v in per_call.items()}
+    t = time_interleaved_ms(fns, rounds, warmup=20, number=calls)
+    return {k: 1e3 * statistics.median(v) for k, v in t.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -357,6 +357,14 @@ struct ColumnBlend {
   }
 };
 
+// One element's share of grad_w: m Re(conj(G s) (k0' - X s)), given go = G s, the
+// measurement kv and xs = X s (both backward passes, 2D and hybrid).
+template <typename T>
+FASTFN_HD T weight_grad_term(T m, cx<T> go, cx<T> kv, cx<T> xs) {
+  const cx<T> d = kv - xs;
+  return m * (go.real() * d.real() + go.imag() * d.imag());
+}
+
 // Backward mid pass of the 2D path over G = fft(S g) (unnormalised), one read of every input:
 //   a-input:  G <- (1 - w m') G s^2                         (then a = ifft(G))
 //   u-input:  X <- ((1 - w m') X s + w m' k0') s            (forward mid, for grad_S)
@@ -387,10 +395,7 @@ struct BackwardMid {
       const cx<T> go = G[i] * s;
       cx<T> kv(T(0), T(0));
       if (need_k && mq != T(0)) kv = f.measured(n, h, jh, q, jw);
-      if (contrib != nullptr) {
-        const cx<T> d = kv - X[i] * s;
-        contrib[i] = mq * (go.real() * d.real() + go.imag() * d.imag());
-      }
+      if (contrib != nullptr) contrib[i] = weight_grad_term(mq, go, kv, X[i] * s);
       if (want_u) X[i] = (X[i] * ((T(1) - wm) * s) + kv * wm) * s;
       if (gk0 != nullptr) gk0[(n * H + jh) * W + jw] = go * conj(centring_phase<T>(q, W)) * rhc * wm;
       if (want_a) G[i] = go * ((T(1) - wm) * s);
@@ -441,10 +446,7 @@ struct ColumnBackward {
         const cx<T> go = G[i] * s;
         cx<T> kv(T(0), T(0));
         if (need_k && mq != T(0)) kv = f.measured_column(n, h, q, p, rh[h - t.h0]);
-        if (contrib != nullptr) {
-          const cx<T> d = kv - X[i] * s;
-          contrib[(n * H + h) * K + q] = mq * (go.real() * d.real() + go.imag() * d.imag());
-        }
+        if (contrib != nullptr) contrib[(n * H + h) * K + q] = weight_grad_term(mq, go, kv, X[i] * s);
         if (gk0 != nullptr) gk0[(n * K + q) * H + h] = go * rw * rhc[h - t.h0] * wm;
         if (wm == T(0)) continue;
         if (want_u) X[i] = X[i] * (T(1) - wm) + kv * (wm / s);

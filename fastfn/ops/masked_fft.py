@@ -281,11 +281,12 @@ def _dc_backward(ctx, grad):
     want = [bool(nx), bool(nk), bool(ns) and sens is not None, bool(nl) and lam is not None]
     # the backward kernel is not itself differentiable: under create_graph it runs without
     # grad mode and its results are marked so that differentiating them raises
-    anchors = [t for t in (grad, x, k0, sens, lam) if t is not None and t.requires_grad]
+    graph = torch.is_grad_enabled()  # create_graph=True
     with torch.no_grad():
         grads = _ops.data_consistency_backward(grad, x, k0, mask, sens, lam, want)
     picked = [g for g, w in zip(grads, want) if w]
-    if torch.is_grad_enabled() and anchors and picked:
+    anchors = [t for t in (grad, x, k0, sens, lam) if t is not None and t.requires_grad] if graph else []
+    if anchors and picked:
         picked = list(_NoSecondDerivative.apply(anchors[0], *picked))
     it = iter(picked)
     gx, gk, gs, gl = (next(it) if w else None for w in want)
