@@ -21,6 +21,14 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/pip" install -q "torch==${FASTFN_TORCH_VERSION:-2.13.0}"
 fi
 "$VENV/bin/pip" install -q -r requirements-test.txt
+# Optional: fastMRI's own package, the reference of the fastMRI-compatibility tests
+# (they skip without it). --no-deps: its requirements would pull a CUDA torch and
+# Lightning; the tests import only its models, transforms and mask functions.
+# FASTFN_NO_FASTMRI=1 leaves it out.
+if [ "${FASTFN_NO_FASTMRI:-0}" != "1" ]; then
+  "$VENV/bin/pip" install -q --no-deps "fastmri==0.3.0" \
+    || echo "== fastmri==0.3.0 not installed: the tests that compare with it will skip"
+fi
 echo "== building fastfn (pip install --no-build-isolation -e .)"
 MAX_JOBS="${MAX_JOBS:-2}" "$VENV/bin/pip" install -q --no-build-isolation -e .
 "$VENV/bin/python" -c "import fastfn, json; print(json.dumps(fastfn.build_info()))"
