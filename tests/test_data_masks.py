@@ -163,3 +163,72 @@ def test_any_combination_equals_fastmri(kind):
     func = MASK_TYPES[kind]([0.08, 0.04], [4, 8], allow_any_combination=True)
     mask, n = func(100, seed=volume_seed("any.h5"))
     assert (n, np.flatnonzero(mask[0].numpy()).tolist()) == FASTMRI_ANY_COMBINATION[kind]
+
+
+# --------------------------------------------------------------------------- fastMRI's real layout
+
+@pytest.mark.parametrize("kind,fractions,accels,width,seed,offset,num_low,columns", FASTMRI_MASKS)
+def test_fastmri_real_layout_gives_fastmri_mask_shape(kind, fractions, accels, width, seed, offset,
+                                                      num_low, columns):
+    """fastMRI's call ``mask_func((1, H, W, 2), offset, seed)``: W from dim -2, mask (1, 1, W, 1)."""
+    func = MASK_TYPES[kind](fractions, accels)
+    s = volume_seed(seed) if isinstance(seed, str) else seed
+    mask, n = func((1, 640, width, 2), offset, s)
+    assert mask.dtype == torch.float32 and mask.shape == (1, 1, width, 1)
+    assert np.flatnonzero(mask.reshape(-1).numpy()).tolist() == columns and n == num_low
+    coil_mask, _ = func((15, 640, width, 2), offset, s)       # multi-coil: still ones but W at -2
+    assert coil_mask.shape == (1, 1, width, 1) and torch.equal(coil_mask, mask)
+    flat, n_flat = func((1, 640, width), offset, s)            # fastfn's complex layout, same columns
+    assert flat.shape == (1, width) and torch.equal(flat.reshape(-1), mask.reshape(-1))
+    assert n_flat == n
+
+
+def test_two_column_shapes_follow_the_documented_rule():
+    """(H, 2) is a complex k-space two columns wide; (..., H, W, 2) with >= 3 dims is fastMRI's."""
+    func = EquispacedMaskFunc([0.5], [2])
+    assert func((64, 2), seed=0)[0].shape == (1, 2)
+    assert func(2, seed=0)[0].shape == (1, 2)
+    assert func((1, 64, 30, 2), seed=0)[0].shape == (1, 1, 30, 1)
+
+
+def _fastmri_subsample():
+    """fastMRI's fastmri/data/subsample.py, imported on its own (it needs only numpy and torch)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.find_spec("fastmri")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the fastmri package is not installed (pip install --no-deps fastmri==0.3.0)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "subsample.py"
+    mod_spec = importlib.util.spec_from_file_location("_fastmri_subsample", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+FASTMRI_CLASS_NAMES = {"random": "RandomMaskFunc", "equispaced": "EquiSpacedMaskFunc",
+                       "equispaced_fraction": "EquispacedMaskFractionFunc", "magic": "MagicMaskFunc",
+                       "magic_fraction": "MagicMaskFractionFunc"}
+
+
+@pytest.mark.parametrize("kind", sorted(FASTMRI_CLASS_NAMES))
+@pytest.mark.parametrize("width", [368, 372, 320, 101])
+def test_both_layouts_equal_installed_fastmri(kind, width):
+    """Same seeds -> the same columns and centre count as fastMRI's own mask functions, for
+    fastMRI's real-layout call and fastfn's complex-layout call alike."""
+    subsample = _fastmri_subsample()
+    fractions, accels = [0.08, 0.04], [4, 8]
+    theirs = getattr(subsample, FASTMRI_CLASS_NAMES[kind])(fractions, accels, seed=11)
+    ours = MASK_TYPES[kind](fractions, accels, seed=11)
+    for fname in ("file1000001.h5", "file1001234.h5", "knee_a.h5"):
+        seed = volume_seed(fname)
+        ref, ref_n = theirs((1, 640, width, 2), None, seed)
+        got, n = ours((1, 640, width, 2), None, seed)
+        assert got.shape == ref.shape == (1, 1, width, 1)
+        assert torch.equal(got, ref) and n == ref_n
+        flat, flat_n = ours((640, width), seed=seed)
+        assert torch.equal(flat[0], ref.reshape(-1)) and flat_n == ref_n
+    # unseeded calls consume the functions' own streams alike
+    for _ in range(3):
+        ref, ref_n = theirs((1, 640, width, 2))
+        got, n = ours((1, 640, width, 2))
+        assert torch.equal(got, ref) and n == ref_n

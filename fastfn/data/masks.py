@@ -14,7 +14,10 @@ because it consumes the same numpy ``RandomState`` in the same order:
 
 Masks are returned as float32 tensors of shape ``(1, W)`` (1 = sampled column),
 broadcasting over the k-space rows, together with the number of fully sampled
-centre columns. :func:`parse_mask_spec` reads the CLI form
+centre columns. Called with fastMRI's real k-space layout ``(..., H, W, 2)``, a
+function reads W from ``shape[-2]`` and returns fastMRI's mask shape instead (ones
+with W at dim -2, e.g. ``(1, 1, W, 1)``), so code written for fastMRI's mask
+functions gets the same mask from these. :func:`parse_mask_spec` reads the CLI form
 ``"random:4x@0.08,8x@0.04"``.
 """
 from __future__ import annotations
@@ -37,6 +40,11 @@ __all__ = [
 def volume_seed(fname: str) -> Tuple[int, ...]:
     """fastMRI's per-volume mask seed: the code points of the file name (no folder)."""
     return tuple(map(ord, fname))
+
+
+def _is_fastmri_layout(shape: Union[int, Sequence[int]]) -> bool:
+    """Whether ``shape`` is fastMRI's real k-space layout (..., H, W, 2)."""
+    return not isinstance(shape, (int, np.integer)) and len(shape) >= 3 and int(shape[-1]) == 2
 
 
 @contextlib.contextmanager
@@ -98,21 +106,38 @@ class MaskFunc:
         """Sample a mask.
 
         Args:
-            shape: the k-space shape ``(..., H, W)`` (complex layout; the mask runs
-                over the last dim W) or the width W itself.
+            shape: one of
+                - the width W itself;
+                - fastfn's complex k-space shape ``(..., H, W)``: the mask runs over the
+                  last dim;
+                - fastMRI's real k-space shape ``(..., H, W, 2)`` (at least three dims,
+                  the last one 2, as ``fastmri.data.subsample`` takes it): W is
+                  ``shape[-2]``. A complex k-space only two columns wide looks the same;
+                  pass its width as an int.
             offset: first sampled outer column for the equispaced kinds (random if None).
             seed: reseeds the random state for this call only (fastMRI: ``volume_seed(fname)``).
 
         Returns:
-            ``(mask, num_low_frequencies)``: float32 ``(1, W)`` and an int.
+            ``(mask, num_low_frequencies)``: the float32 mask and an int. The mask is
+            ``(1, W)`` for a width or a complex shape, and fastMRI's shape for its real
+            layout: ``len(shape)`` dims of size 1 but W at dim -2 (``(1, 1, W, 1)`` for
+            ``(1, H, W, 2)``).
         """
-        num_cols = int(shape) if isinstance(shape, (int, np.integer)) else int(shape[-1])
+        fastmri_layout = _is_fastmri_layout(shape)
+        if isinstance(shape, (int, np.integer)):
+            num_cols = int(shape)
+        else:
+            num_cols = int(shape[-2] if fastmri_layout else shape[-1])
         if num_cols < 1:
             raise ValueError(f"{type(self).__name__}: k-space width must be >= 1, got {num_cols}")
         with _temporary_seed(self.rng, seed):
             center, outer, num_low = self._sample(num_cols, offset)
-        mask = np.maximum(center, outer.astype(np.float32))
-        return torch.from_numpy(mask.astype(np.float32)).reshape(1, num_cols), int(num_low)
+        mask = torch.from_numpy(np.maximum(center, outer.astype(np.float32)).astype(np.float32))
+        if fastmri_layout:
+            mask_shape = [1] * len(shape)
+            mask_shape[-2] = num_cols
+            return mask.reshape(mask_shape), int(num_low)
+        return mask.reshape(1, num_cols), int(num_low)
 
     # -- pieces shared by the kinds (fastMRI's order of RNG use) ----------------------
     def _choose(self) -> Tuple[float, float]:
