@@ -9,7 +9,7 @@ Typical use::
 
 Batches follow the contract in docs/ARCHITECTURE.md.
 """
-from fastfn.data.collate import collate, fit_kspace
+from fastfn.data.collate import check_batch, collate, fit_kspace
 from fastfn.data.h5io import ismrmrd_header, parse_ismrmrd_header, write_fastmri_h5
 from fastfn.data.importers import import_images, import_kspace, load_image_stack
 from fastfn.data.masks import (MASK_TYPES, EquispacedFractionMaskFunc, EquispacedMaskFunc,
@@ -26,7 +26,7 @@ from fastfn.data.transforms import (KspaceTransform, UnetNormalize, apply_mask, 
 __all__ = [
     "SliceDataset", "RawSample", "RawSlice", "inspect_file", "BadFileError",
     "KspaceTransform", "UnetNormalize", "apply_mask", "center_crop", "complex_abs_rss",
-    "normalize", "normalize_instance", "denormalize", "collate", "fit_kspace",
+    "normalize", "normalize_instance", "denormalize", "collate", "fit_kspace", "check_batch",
     "VolumeDistributedSampler",
     "MaskFunc", "RandomMaskFunc", "EquispacedMaskFunc", "EquispacedFractionMaskFunc",
     "MagicMaskFunc", "MagicFractionMaskFunc", "MASK_TYPES", "parse_mask_spec", "volume_seed",

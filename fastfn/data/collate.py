@@ -13,14 +13,17 @@ target (a width change of 1% resamples the image by 1%), which is why targets
 and zero-filled images, already cropped to the crop size per sample, are not
 touched and must agree in size. ``sens`` maps (image domain) cannot follow a
 k-space resize: a batch mixing sizes with ``sens`` raises.
+
+:func:`check_batch` checks the part of the contract a model relies on (mask width,
+targets, a sampled centre) before training or evaluation starts.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import torch
 
-__all__ = ["collate", "fit_kspace"]
+__all__ = ["collate", "fit_kspace", "check_batch"]
 
 _STACKED = ("kspace", "masked_kspace", "mask", "target", "zero_filled", "max", "slice",
             "num_low_frequencies", "sens", "labels")
@@ -87,3 +90,27 @@ def collate(samples: Sequence[Dict[str, Any]], kspace_size: str = "pad") -> Dict
         else:
             batch[key] = list(values)
     return batch
+
+
+def check_batch(batch: Mapping[str, Any], mask_spec: str, what: str) -> None:
+    """Raise ValueError when a collated batch cannot be trained or evaluated on.
+
+    Checks that the mask ``(B, 1, W)`` has as many columns as ``masked_kspace``
+    ``(B, [C,] H, W)``, that ``target`` is not empty (test-set files have none), and
+    that the mask samples at least one column and ``num_low_frequencies`` is >= 1.
+    ``mask_spec`` and ``what`` ("training", "validation", ...) only name things in
+    the error message.
+    """
+    k, m = batch["masked_kspace"], batch["mask"]
+    fname = batch["fname"][0]
+    if m.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{what} data: mask {mask_spec!r} has {m.shape[-1]} columns but the "
+                         f"k-space of {fname} has {k.shape[-1]}")
+    if batch["target"].numel() == 0:
+        raise ValueError(f"{what} data: {fname} has no target image (a test-set file?); "
+                         f"training and evaluation need fully sampled targets")
+    low = int(batch["num_low_frequencies"].min())
+    if low < 1 or float(m.sum()) < 1:
+        raise ValueError(f"{what} data: mask {mask_spec!r} samples no centre columns of "
+                         f"{fname} (k-space width {k.shape[-1]}); its centre fraction is too "
+                         f"small for this width")

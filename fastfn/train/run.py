@@ -6,37 +6,25 @@ config), so a bad invocation never overwrites an existing run with garbage.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import torch
 
+from fastfn.data import check_batch
 from fastfn.fileio import atomic_write_bytes
+from fastfn.models import build_model
 from fastfn.train.checkpoint import CheckpointError, check_same_model, load_checkpoint
 from fastfn.train.config import TrainConfig, save_config
+from fastfn.train.data import build_loaders
 from fastfn.train.distributed import DistInfo, broadcast_object, cleanup, init_distributed
+from fastfn.train.robust import make_robust_loss
 from fastfn.train.trainer import ExtraLoss, Trainer, seed_everything
 
 RUN_FILES = ("last.pt", "best.pt")
-
-
-def check_batch(batch: Mapping[str, Any], mask_spec: str, what: str) -> None:
-    """Raise ValueError when the batch's mask does not fit its k-space or has no centre."""
-    k, m = batch["masked_kspace"], batch["mask"]
-    fname = batch["fname"][0]
-    if m.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{what} data: mask {mask_spec!r} has {m.shape[-1]} columns but the "
-                         f"k-space of {fname} has {k.shape[-1]}")
-    if batch["target"].numel() == 0:
-        raise ValueError(f"{what} data: {fname} has no target image (a test-set file?); "
-                         f"training and evaluation need fully sampled targets")
-    low = int(batch["num_low_frequencies"].min())
-    if low < 1 or float(m.sum()) < 1:
-        raise ValueError(f"{what} data: mask {mask_spec!r} samples no centre columns of "
-                         f"{fname} (k-space width {k.shape[-1]}); its centre fraction is too "
-                         f"small for this width")
 
 
 def preflight(model: torch.nn.Module, loaders: Iterable[tuple[str, Any]], mask_spec: str,
@@ -95,9 +83,6 @@ def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
 
     Under torchrun, call it in every process: DDP is set up from the environment.
     """
-    from fastfn.models import build_model
-    from fastfn.train.data import build_loaders
-
     out = Path(out)
     own_dist = dist is None
     dist = dist or init_distributed(cfg.device)
@@ -125,7 +110,6 @@ def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         preflight(model, [("training", train_loader), ("validation", val_loader)],
                   cfg.data.mask, dist.device)
         if extra_loss is None and cfg.robust is not None:
-            from fastfn.train.robust import make_robust_loss
             extra_loss = make_robust_loss(cfg.robust, rank=dist.rank)
         trainer = Trainer(model, cfg, train_loader, val_loader, out_dir=out,
                           extra_loss=extra_loss, dist=dist)
@@ -157,9 +141,8 @@ def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
 
 
 def _model_config(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
-    import dataclasses
     c = getattr(model, "config", None)
     return dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(cfg.model_config)
 
 
-__all__ = ["run_training", "preflight", "check_batch", "check_out_dir", "CheckpointError"]
+__all__ = ["run_training", "preflight", "check_out_dir", "CheckpointError"]
