@@ -68,6 +68,19 @@ def test_train_writes_a_run_and_eval_reproduces_its_validation(run, data, tmp_pa
     assert len(list((tmp_path / "ev" / "panels").glob("*.png"))) == 1
 
 
+def test_evaluate_checkpoint_returns_what_it_writes(run, data, tmp_path):
+    """The library function behind `fastfn eval` (the evaluation layer's)."""
+    from fastfn.evaluation.checkpoint import evaluate_checkpoint
+    best = ckpt.load_checkpoint(run / "best.pt")
+    report = evaluate_checkpoint(run / "best.pt", tmp_path / "ev", data=data / "val", max_batches=1)
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == report
+    assert report["checkpoint"] == str(run / "best.pt") and report["data"] == str(data / "val")
+    assert (report["model_name"], report["step"]) == ("unet", best["step"])
+    assert report["model_config"] == best["model_config"]
+    assert report["volumes"] == 1 and report["slices"] == 1      # one batch of one slice
+    assert not (tmp_path / "ev" / "panels").exists()
+
+
 def test_resume_continues_and_refuses_to_overwrite(run, data, tmp_path, capsys):
     out = tmp_path / "r"
     assert _train(data, out) == 0

@@ -41,7 +41,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastfn.train.evaluate import evaluate_checkpoint
+    from fastfn.evaluation.checkpoint import evaluate_checkpoint
 
     report = evaluate_checkpoint(args.ckpt, args.out, data=args.data, mask=args.mask,
                                  split=args.split, crop_size=args.crop_size,

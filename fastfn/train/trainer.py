@@ -13,30 +13,32 @@ same loop on its shard; only rank 0 writes.
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from fastfn.losses import build_loss
 from fastfn.train import checkpoint as ckpt
 from fastfn.train.config import TrainConfig
-from fastfn.train.distributed import DistInfo, all_reduce_mean, wrap_model
+from fastfn.train.distributed import DistInfo, all_reduce_mean, resolve_device, wrap_model
 from fastfn.train.evaluate import EvalResult, evaluate
 from fastfn.train.logging import MetricsLogger, save_panel
 
 Batch = Mapping[str, Any]
+#: The trainer hook of robust training (docs/ARCHITECTURE.md): ``fn(model, batch, step)
+#: -> (loss, logs)``; see ``Trainer``'s ``extra_loss`` for what it receives and returns.
 ExtraLoss = Callable[[nn.Module, Batch, int], "tuple[torch.Tensor, Mapping[str, Any]]"]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed torch (CPU and CUDA), numpy and random; optionally force deterministic kernels."""
-    import random
-
-    import numpy as np
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -108,7 +110,6 @@ class Trainer:
                  extra_loss: ExtraLoss | None = None, dist: DistInfo | None = None,
                  model_name: str | None = None, model_config: Mapping[str, Any] | None = None
                  ) -> None:
-        from fastfn.train.distributed import resolve_device
         self.cfg = config
         self.dist = dist or DistInfo(device=resolve_device(config.device))
         self.device = self.dist.device
@@ -298,7 +299,6 @@ class Trainer:
         cfg = self.cfg
         bar = None
         if cfg.progress and self.dist.is_main:
-            from tqdm.auto import tqdm
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
                        dynamic_ncols=True)
         t0, done_since, batches = time.perf_counter(), 0, self._batches()
@@ -341,3 +341,7 @@ def _num_batches(data: Iterable[Batch]) -> int:
 def _batch_size(batch: Batch) -> int:
     t = batch.get("target")
     return int(t.shape[0]) if isinstance(t, torch.Tensor) else 1
+
+
+__all__ = ["Trainer", "ExtraLoss", "Batch", "seed_everything", "build_optimizer",
+           "build_scheduler", "amp_dtype"]
