@@ -1,4 +1,5 @@
-"""DDP: two CPU processes (gloo, localhost) agree with one process on the same global batch."""
+"""DDP: two CPU processes (gloo, localhost) agree with one process on the same global batch;
+device resolution from the torchrun environment; DDP wrapping and unwrapping."""
 from __future__ import annotations
 
 import os
@@ -10,10 +11,12 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import Sampler
 
+from fastfn.models import wrap
 from fastfn.train import checkpoint as ckpt
 from fastfn.train.config import TrainConfig
 from fastfn.train.data import make_loader
-from fastfn.train.distributed import DistInfo, init_distributed, cleanup
+from fastfn.train.distributed import (DistInfo, cleanup, init_distributed, resolve_device,
+                                      unwrap_model, wrap_model)
 from fastfn.train.trainer import Trainer, seed_everything
 from test_train_support import ToyRecon, ToySlices, collate, one_thread  # noqa: F401  (one_thread: fixture)
 
@@ -109,3 +112,89 @@ def test_two_processes_match_one_process(tmp_path):
     # validation gathered over both ranks' volumes equals the single-process one
     for key in ("psnr", "ssim", "nmse", "zf_psnr"):
         assert b["metrics"][key] == pytest.approx(single[key], rel=1e-5), key
+
+
+# --- device resolution and unwrapping (one process) -----------------------------------
+
+
+@pytest.mark.parametrize("cuda_available", [False, True])
+def test_resolve_device_auto_follows_cuda_availability(monkeypatch, cuda_available):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_available)
+    expected = torch.device("cuda:2") if cuda_available else torch.device("cpu")
+    assert resolve_device("auto", local_rank=2) == expected
+    assert resolve_device(local_rank=0) == (torch.device("cuda:0") if cuda_available
+                                            else torch.device("cpu"))
+
+
+def test_resolve_device_cuda_takes_the_local_rank_unless_indexed(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda", local_rank=3) == torch.device("cuda:3")
+    assert resolve_device("cuda") == torch.device("cuda:0")
+    assert resolve_device("cuda:1", local_rank=3) == torch.device("cuda:1")
+    assert resolve_device("cpu", local_rank=3) == torch.device("cpu")
+
+
+def test_resolve_device_refuses_cuda_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("cpu") == torch.device("cpu")
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError, match=f"device '{name}' requested but CUDA is not available"):
+            resolve_device(name)
+    with pytest.raises(RuntimeError):
+        resolve_device("no-such-device")
+
+
+def test_init_distributed_without_torchrun_is_one_process_on_the_resolved_device(monkeypatch):
+    """Without WORLD_SIZE > 1 nothing is joined; "cuda" would be cuda:LOCAL_RANK."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    info = init_distributed("auto")
+    assert info == DistInfo(0, 1, 0, torch.device("cpu"))
+    assert info.is_main and not info.distributed
+    assert not torch.distributed.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="MASTER_ADDR is unset"):
+        init_distributed("cpu")
+
+
+def test_init_distributed_passes_local_rank_to_resolve_device(monkeypatch):
+    import fastfn.train.distributed as distributed
+    seen = []
+    monkeypatch.setattr(distributed, "resolve_device",
+                        lambda name, local_rank: seen.append((name, local_rank)) or torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    distributed.init_distributed("cuda")
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setenv("RANK", "4")  # LOCAL_RANK defaults to RANK
+    distributed.init_distributed("cuda")
+    assert seen == [("cuda", 5), ("cuda", 4)]
+
+
+def test_unwrap_model_strips_ddp_and_data_parallel_only():
+    model = ToyRecon(drop_prob=0.0)
+    assert unwrap_model(model) is model
+    assert unwrap_model(torch.nn.DataParallel(model)) is model
+    # fastfn.models.wrap keeps the user's network in ``.module``: not a wrapper to strip
+    wrapped = wrap(torch.nn.Conv2d(1, 1, 3, padding=1))
+    assert hasattr(wrapped, "module") and unwrap_model(wrapped) is wrapped
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is unavailable")
+def test_unwrap_model_of_a_ddp_wrapped_model(tmp_path):
+    """A one-process gloo group: wrap_model DDP-wraps, unwrap_model gives the module back."""
+    assert not torch.distributed.is_initialized()
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}",
+                                         rank=0, world_size=1)
+    try:
+        model = ToyRecon(drop_prob=0.0)
+        info = DistInfo(0, 2, 0, torch.device("cpu"))  # "distributed": wrap_model wraps
+        ddp = wrap_model(model, info)
+        assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
+        assert unwrap_model(ddp) is model
+        assert unwrap_model(wrap_model(model, DistInfo())) is model
+    finally:
+        cleanup()
+    assert not torch.distributed.is_initialized()

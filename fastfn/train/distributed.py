@@ -34,7 +34,16 @@ class DistInfo:
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: cuda:<local_rank> when CUDA is available, else cpu."""
+    """The device a ``--device`` / ``device:`` setting names, for the process of ``local_rank``.
+
+    - ``"auto"``: ``cuda:<local_rank>`` when CUDA is available, else ``cpu``;
+    - ``"cuda"`` (no index): ``cuda:<local_rank>``, so under torchrun (which sets
+      LOCAL_RANK, passed here by ``init_distributed``) each process takes its own GPU;
+    - ``"cuda:N"``, ``"cpu"`` and any other torch device string: that device as given.
+
+    Raises ValueError for a CUDA device when CUDA is not available (and torch's
+    RuntimeError for a string that names no device).
+    """
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)
@@ -78,19 +87,19 @@ def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     """DDP-wrap ``model`` (already on ``info.device``) when running distributed."""
     if not info.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return DDP(model, device_ids=ids)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare module inside a DDP wrapper (or ``model`` itself)."""
-    return getattr(model, "module", model)
+    """The bare module inside a DDP (or DataParallel) wrapper, else ``model`` itself.
 
-
-def barrier(info: DistInfo) -> None:
-    if info.distributed:
-        dist.barrier()
+    Only those wrappers are unwrapped: a model that merely has a submodule called
+    ``module`` (``fastfn.models.wrap`` keeps the user's network there) is returned as is.
+    """
+    if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        return model.module
+    return model
 
 
 def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
