@@ -1,4 +1,4 @@
-"""Simulated acquisition of an image with an inserted feature (METHOD.md section 5).
+"""Simulated acquisition of an image with an inserted feature (docs/METHOD.md section 5).
 
 Choice: **linearity**, not the authors' "FFT of the perturbed magnitude image".
 The authors built k-space as ``fft2c(y + d)`` of a real magnitude image, which
@@ -30,13 +30,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from fastfn.data.transforms import rss
+from fastfn.data.transforms import center_crop, complex_abs_rss, crop_offsets, rss
 from fastfn.ops import fft2c, ifft2c, undersample
-
-
-def crop_offsets(full: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
-    """Top-left corner of fastMRI's centre crop of size ``crop`` in ``full``."""
-    return (full[0] - crop[0]) // 2, (full[1] - crop[1]) // 2
 
 
 @dataclass
@@ -103,23 +98,13 @@ class Acquisition:
         mask = self._kmask(self.mask.index_select(0, slices))
         zf = self.zero_filled.index_select(0, slices)
         zf_new = zf + undersample(self._embed(delta.to(carrier.real.dtype), carrier), mask)
-        H, W = zf.shape[-2:]
-        h, w = delta.shape[-2:]
-        top, left = crop_offsets((H, W), (h, w))
-
-        def cropped_magnitude(x: torch.Tensor) -> torch.Tensor:
-            x = x[..., top:top + h, left:left + w]
-            return rss(x) if self.multicoil else x.abs()
-        return cropped_magnitude(zf_new) - cropped_magnitude(zf)
-
+        crop = tuple(delta.shape[-2:])
+        return (complex_abs_rss(center_crop(zf_new, crop), self.multicoil)
+                - complex_abs_rss(center_crop(zf, crop), self.multicoil))
 
     def zero_filled_magnitude(self) -> torch.Tensor:
         """|ZF(x)| (RSS over coils) of the measurement, centre-cropped to the targets: (B, h, w)."""
-        mag = rss(self.zero_filled) if self.multicoil else self.zero_filled.abs()
-        H, W = mag.shape[-2:]
-        h, w = self.crop
-        top, left = crop_offsets((H, W), (h, w))
-        return mag[..., top:top + h, left:left + w]
+        return center_crop(complex_abs_rss(self.zero_filled, self.multicoil), self.crop)
 
 
 def _phase(rho: torch.Tensor, rel_floor: float = 1e-4) -> torch.Tensor:
@@ -175,9 +160,7 @@ def from_batch(batch: Mapping[str, Any]) -> Acquisition:
     target = batch.get("target")
     if target is None or target.numel() == 0:
         H, W = full_mag.shape[-2:]
-        h, w = min(320, H), min(320, W)
-        top, left = crop_offsets((H, W), (h, w))
-        target = full_mag[..., top:top + h, left:left + w]
+        target = center_crop(full_mag, (min(320, H), min(320, W)))
     return Acquisition(masked_kspace=batch["masked_kspace"], mask=batch["mask"].to(x.real.dtype),
                        carrier=carrier, zero_filled=ifft2c(batch["masked_kspace"]),
                        targets=target.float().contiguous())

@@ -15,8 +15,7 @@ import torch
 
 from fastfn.ops import fft2c
 
-__all__ = ["smooth_phase", "coil_sensitivities", "simulate_kspace", "Acquisition", "rss",
-           "center_crop_np"]
+__all__ = ["smooth_phase", "coil_sensitivities", "simulate_kspace", "SimulatedScan", "rss"]
 
 
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,17 +68,8 @@ def rss(x: np.ndarray, axis: int = -3) -> np.ndarray:
     return np.sqrt((np.abs(x) ** 2).sum(axis=axis))
 
 
-def center_crop_np(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Centre crop of the last two dims (fastMRI's offsets: (H - h) // 2)."""
-    H, W = x.shape[-2:]
-    if h > H or w > W:
-        raise ValueError(f"cannot crop ({H}, {W}) to ({h}, {w})")
-    top, left = (H - h) // 2, (W - w) // 2
-    return x[..., top:top + h, left:left + w]
-
-
 @dataclass
-class Acquisition:
+class SimulatedScan:
     """Result of :func:`simulate_kspace`.
 
     kspace: complex64 (slices, H, W) or (slices, coils, H, W); target: float32
@@ -95,7 +85,7 @@ class Acquisition:
 
 
 def simulate_kspace(magnitude: np.ndarray, rng: np.random.Generator, *, coils: Optional[int] = None,
-                    snr: Optional[float] = 30.0, phase_rad: float = np.pi / 2) -> Acquisition:
+                    snr: Optional[float] = 30.0, phase_rad: float = np.pi / 2) -> SimulatedScan:
     """Turn magnitude images into the k-space a scanner would measure.
 
     Args:
@@ -127,5 +117,5 @@ def simulate_kspace(magnitude: np.ndarray, rng: np.random.Generator, *, coils: O
     # The target is what fastMRI stores: the (RSS) magnitude of the noisy images
     # (= ifft2c(kspace), the FFT being orthonormal and exact up to rounding).
     target = np.abs(image) if coils is None else rss(image, axis=1)
-    return Acquisition(kspace=kspace.astype(np.complex64), target=target.astype(np.float32),
+    return SimulatedScan(kspace=kspace.astype(np.complex64), target=target.astype(np.float32),
                        sens=sens, noise_std=noise_std)

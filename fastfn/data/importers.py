@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from fastfn.data.acquisition import center_crop_np, rss, simulate_kspace
+from fastfn.data.acquisition import rss, simulate_kspace
 from fastfn.data.h5io import ismrmrd_header, write_fastmri_h5
+from fastfn.data.transforms import center_crop
 from fastfn.ops import ifft2c
 
 __all__ = ["import_images", "import_kspace", "load_image_stack", "parse_axes"]
@@ -193,7 +194,7 @@ def import_images(src: str | os.PathLike, out: str | os.PathLike, *, size: Optio
     extra = {"fastfn_sens": acq.sens} if acq.sens is not None else None
     header = ismrmrd_header((H, W, 1), (crop, crop, 1), extra_comment="fastfn import (simulated)")
     return write_fastmri_h5(Path(out) / f"{stem}.h5", acq.kspace,
-                            target=center_crop_np(acq.target, crop, crop),
+                            target=center_crop(acq.target, crop),
                             header=header, attrs=attrs, extra=extra)
 
 
@@ -265,5 +266,5 @@ def import_kspace(src: str | os.PathLike, out: str | os.PathLike, *, axes: Optio
     attrs = {"acquisition": acquisition, "patient_id": stem, "fastfn_simulated": False,
              "fastfn_source": str(src), "fastfn_axes": ",".join(names)}
     header = ismrmrd_header((H, W, 1), (crop, crop, 1), extra_comment="fastfn import (raw k-space)")
-    return write_fastmri_h5(Path(out) / f"{stem}.h5", k, target=center_crop_np(target, crop, crop),
+    return write_fastmri_h5(Path(out) / f"{stem}.h5", k, target=center_crop(target, crop),
                             header=header, attrs=attrs)

@@ -10,8 +10,6 @@ the fastMRI+ layout with boxes around the menisci and the cartilage.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import tempfile
@@ -21,9 +19,11 @@ from typing import Iterable, List, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from fastfn.data.acquisition import center_crop_np, simulate_kspace
+from fastfn.data.acquisition import simulate_kspace
+from fastfn.data.annotations import write_annotation_csv
 from fastfn.data.h5io import ismrmrd_header, write_fastmri_h5
-from fastfn.fileio import atomic_write_text, umask
+from fastfn.data.transforms import center_crop
+from fastfn.fileio import umask
 from fastfn.data.paths import cache_dir
 from fastfn.data.phantom import LABEL_IDS, LABELS, knee_volume
 
@@ -31,7 +31,6 @@ GENERATOR_VERSION = 2
 #: Labels that :func:`annotation_rows` boxes, with the fastMRI+-style label text.
 ANNOTATED = {"medial_meniscus": "Meniscus", "lateral_meniscus": "Meniscus",
              "femoral_cartilage": "Cartilage", "tibial_cartilage": "Cartilage"}
-CSV_COLUMNS = ("file", "slice", "study_level", "x", "y", "width", "height", "label")
 
 __all__ = ["write_synthetic_dataset", "default_data", "annotation_rows", "write_annotation_csv",
            "cache_dir", "LABELS", "GENERATOR_VERSION"]
@@ -63,17 +62,6 @@ def annotation_rows(labels: np.ndarray, fname: str, slice_idx: int,
                          "x": int(left), "y": int(h - top - height), "width": int(right - left),
                          "height": int(height), "label": ANNOTATED.get(name, name)})
     return rows
-
-
-def write_annotation_csv(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
-    """Write annotation rows (see :func:`annotation_rows`) atomically as CSV."""
-    path = Path(path)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-    return path
 
 
 def write_synthetic_dataset(out: str | os.PathLike, volumes: int, slices: int,
@@ -110,7 +98,7 @@ def write_synthetic_dataset(out: str | os.PathLike, volumes: int, slices: int,
         rng = np.random.default_rng(np.random.SeedSequence([seed, v]))
         magnitude, labels = knee_volume(rng, slices, size)
         acq = simulate_kspace(magnitude, rng, coils=coils, snr=snr)
-        target = center_crop_np(acq.target, crop, crop)
+        target = center_crop(acq.target, crop)
         fname = f"{prefix}_s{seed}_{v:03d}.h5"
         header = ismrmrd_header((size, size, 1), (crop, crop, 1),
                                 extra_comment="fastfn synthetic knee phantom")
@@ -126,7 +114,7 @@ def write_synthetic_dataset(out: str | os.PathLike, volumes: int, slices: int,
         paths.append(write_fastmri_h5(out / fname, acq.kspace, target=target, header=header,
                                       attrs=attrs, extra=extra))
         if annotations:
-            cropped = center_crop_np(labels, crop, crop)
+            cropped = center_crop(labels, crop)
             for i in range(slices):
                 rows += annotation_rows(cropped[i], Path(fname).stem, i)
     if annotations:

@@ -7,7 +7,7 @@ normalisation (per-image mean/std, clamp at +-6) with its inverse.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -15,19 +15,44 @@ import torch
 from fastfn.data.masks import MaskFunc, volume_seed
 from fastfn.ops import ifft2c
 
-__all__ = ["center_crop", "rss", "complex_abs_rss", "normalize", "normalize_instance",
+__all__ = ["as_hw", "crop_offsets", "center_crop", "zero_filled_magnitude", "rss", "complex_abs_rss", "normalize", "normalize_instance",
            "denormalize", "UnetNormalize", "KspaceTransform", "apply_mask"]
 
 CropSize = Union[int, Tuple[int, int]]
 
 
-def center_crop(x: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
-    """Centre crop of the last two dims to ``shape`` (offset ``(H - h) // 2``, fastMRI's)."""
-    h, w = int(shape[0]), int(shape[1])
+def as_hw(size: CropSize | Sequence[int] | None) -> Optional[Tuple[int, int]]:
+    """A crop size given as an int or (h, w) as a pair of ints; None stays None."""
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return (size, size)
+    hw = tuple(int(s) for s in size)
+    if len(hw) != 2:
+        raise ValueError(f"crop size must be an int or (h, w), got {size!r}")
+    return hw  # type: ignore[return-value]
+
+
+def crop_offsets(full: Tuple[int, int], crop: Tuple[int, int]) -> Tuple[int, int]:
+    """Top-left corner (top, left) of fastMRI's centre crop of size ``crop`` in ``full``:
+    ``((H - h) // 2, (W - w) // 2)``."""
+    return (full[0] - crop[0]) // 2, (full[1] - crop[1]) // 2
+
+
+def center_crop(x: Any, shape: CropSize | Sequence[int] | None) -> Any:
+    """Centre crop of the last two dims of a tensor or array (..., H, W) to ``shape``
+    (an int or (h, w); None returns ``x``), at fastMRI's offsets (:func:`crop_offsets`).
+
+    Raises ValueError when the crop is empty or larger than the image.
+    """
+    hw = as_hw(shape)
+    if hw is None:
+        return x
+    h, w = hw
     H, W = x.shape[-2:]
     if not (0 < h <= H and 0 < w <= W):
         raise ValueError(f"center_crop: cannot crop (..., {H}, {W}) to ({h}, {w})")
-    top, left = (H - h) // 2, (W - w) // 2
+    top, left = crop_offsets((H, W), (h, w))
     return x[..., top:top + h, left:left + w]
 
 
@@ -46,6 +71,18 @@ def complex_abs_rss(image: torch.Tensor, multicoil: bool) -> torch.Tensor:
     """Magnitude of a complex image (..., H, W); multi-coil: root-sum-of-squares over the
     coil dim of (..., C, H, W)."""
     return rss(image, dim=-3) if multicoil else image.abs()
+
+
+def zero_filled_magnitude(masked_kspace: torch.Tensor, crop: CropSize | None = None,
+                          multicoil: Optional[bool] = None) -> torch.Tensor:
+    """The zero-filled image's magnitude (RSS over coils), centre-cropped to ``crop``.
+
+    masked_kspace: complex (B, H, W) single-coil or (B, C, H, W) multi-coil (by default
+    multi-coil exactly when it has four dims; pass ``multicoil`` for unbatched slices).
+    Returns real (B, h, w), (h, w) = crop or (H, W).
+    """
+    multicoil = masked_kspace.dim() == 4 if multicoil is None else multicoil
+    return center_crop(complex_abs_rss(ifft2c(masked_kspace), multicoil), crop)
 
 
 def normalize(x: torch.Tensor, mean, std, eps: float = 0.0) -> torch.Tensor:
@@ -110,10 +147,6 @@ def apply_mask(kspace: torch.Tensor, mask_func: MaskFunc, seed=None, offset: Opt
     return kspace * mask + 0.0, mask, num_low
 
 
-def _as_hw(crop: CropSize) -> Tuple[int, int]:
-    return (crop, crop) if isinstance(crop, int) else (int(crop[0]), int(crop[1]))
-
-
 class KspaceTransform:
     """One slice -> the sample dict of the batch contract.
 
@@ -150,7 +183,7 @@ class KspaceTransform:
     def _crop(self, image_hw: Tuple[int, int], target: Optional[np.ndarray],
               attrs: Mapping[str, Any]) -> Tuple[int, int]:
         if self.crop_size is not None:
-            h, w = _as_hw(self.crop_size)
+            h, w = as_hw(self.crop_size)
         elif "recon_size" in attrs:
             h, w = int(attrs["recon_size"][0]), int(attrs["recon_size"][1])
         elif target is not None:
@@ -186,7 +219,7 @@ class KspaceTransform:
                 m[..., padding[1]:] = 0
             masked, num_low = k * m + 0.0, int(m.sum())
         crop = self._crop(tuple(k.shape[-2:]), target, attrs)
-        zero_filled = center_crop(complex_abs_rss(ifft2c(masked), multicoil), crop)
+        zero_filled = zero_filled_magnitude(masked, crop, multicoil)
         if target is not None:
             t = torch.from_numpy(np.ascontiguousarray(target)).to(torch.float32)
             if tuple(t.shape) != crop:

@@ -19,32 +19,10 @@ from typing import Literal, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from fastfn.data.transforms import center_crop as _data_center_crop
-from fastfn.data.transforms import rss
+from fastfn.data.transforms import as_hw, center_crop, rss, zero_filled_magnitude
 from fastfn.ops import ifft2c
 
 CropSize = Optional[Union[int, Sequence[int]]]
-
-
-def _as_hw(crop_size: CropSize) -> Optional[Tuple[int, int]]:
-    if crop_size is None:
-        return None
-    if isinstance(crop_size, int):
-        return (crop_size, crop_size)
-    size = tuple(int(s) for s in crop_size)
-    if len(size) != 2:
-        raise ValueError(f"crop_size must be an int or (h, w), got {crop_size!r}")
-    return size  # type: ignore[return-value]
-
-
-def center_crop(x: torch.Tensor, crop_size: CropSize) -> torch.Tensor:
-    """Centre crop of the last two dims of ``x`` (..., H, W) to ``crop_size`` (h, w or int).
-
-    ``None`` returns ``x``; otherwise fastfn.data's crop (fastMRI's offsets), which
-    raises ValueError when the crop is larger than the image.
-    """
-    size = _as_hw(crop_size)
-    return x if size is None else _data_center_crop(x, size)
 
 
 class Reconstructor(nn.Module):
@@ -90,12 +68,6 @@ class Reconstructor(nn.Module):
                              f"(or (B, 1, 1, W) for multi-coil), got {tuple(mask.shape)}")
         if mask.is_complex():
             raise ValueError(f"{name}: mask must be real (float32), got {mask.dtype}")
-
-
-def zero_filled_magnitude(masked_kspace: torch.Tensor) -> torch.Tensor:
-    """|ifft2c(k)| for (B, H, W) or RSS over coils for (B, C, H, W): real (B, H, W)."""
-    image = ifft2c(masked_kspace)
-    return rss(image) if masked_kspace.dim() == 4 else image.abs()
 
 
 def _instance_stats(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
