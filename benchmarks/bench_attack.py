@@ -131,13 +131,15 @@ def bench_model(name: str, batch, device, R: int, pgd_R: int, pgd_T: int, repeat
     cfg = AttackConfig(random_restarts=R, pgd_restarts=pgd_R, pgd_steps=pgd_T, chunk=N * R)
     g = torch.Generator(device=device)
 
+    pgd_cfg = cfg.replace(method="pgd")
+
     def fastfn_random():
         g.manual_seed(0)
-        run_attack(model, bdev, cfg, "random", g)
+        run_attack(model, bdev, cfg, g)
 
     def fastfn_pgd():
         g.manual_seed(0)
-        run_attack(model, bdev, cfg, "pgd", g)
+        run_attack(model, bdev, pgd_cfg, g)
 
     rng = np.random.default_rng(0)
     k_in = bdev["masked_kspace"].repeat_interleave(R, 0)
@@ -215,9 +217,9 @@ def strength_check(model, loader, device, pgd_R: int, pgd_T: int, screen: int = 
             "pgd_screened": ("pgd", r_scr, {"pgd_screen": screen, "pgd_steps": t_scr})}
     out = {}
     for key, (method, restarts, extra) in runs.items():
-        cfg = AttackConfig(**{**dict(pgd_restarts=pgd_R, pgd_steps=pgd_T, random_restarts=evals,
-                                     chunk=64), **extra})
-        res = attack_dataset(model, loader, cfg, method, device, restarts=restarts)
+        cfg = AttackConfig(**{**dict(method=method, pgd_restarts=pgd_R, pgd_steps=pgd_T,
+                                     random_restarts=evals, chunk=64), **extra}).with_restarts(restarts)
+        res = attack_dataset(model, loader, cfg, device)
         s = res["summary"]
         out[key] = {k: s[k] for k in ("n_slices", "mean_worst_nmse", "median_worst_nmse", "fn_rate",
                                       "fn_rate_ci95", "info_preserved_rate", "model_evals")}

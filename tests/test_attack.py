@@ -10,8 +10,8 @@ import torch
 from scipy import ndimage
 
 import fastfn.reference as ref
-from fastfn.attack import (AttackConfig, FeatureConfig, apply_feature, attack_batch, attack_dataset, draw_supports,
-                           from_batch, placement_region, run_attack, search_features)
+from fastfn.attack import (AttackConfig, FeatureConfig, apply_feature, attack_dataset, draw_supports, from_batch,
+                           placement_region, run_attack)
 from fastfn.attack import engine
 from fastfn.attack.report import clopper_pearson_interval, summarize, wilson_interval, write_report
 from fastfn.models import wrap
@@ -195,8 +195,8 @@ def test_acquisition_is_linear_in_the_feature():
 def test_random_search_matches_reference_pipeline(coils):
     batch = make_batch(3, coils=coils)
     model = tiny_model(multicoil=coils is not None)
-    cfg = AttackConfig(random_restarts=5, margin=3, chunk=4)
-    out = run_attack(model, batch, cfg, "random", torch.Generator().manual_seed(0))
+    cfg = AttackConfig(features=FeatureConfig(margin=3), random_restarts=5, chunk=4)
+    out = run_attack(model, batch, cfg, torch.Generator().manual_seed(0))
     # the same draws, scored one candidate at a time with the reference pipeline
     t = batch["target"]
     cands = engine.draw(t, cfg, 5, torch.Generator().manual_seed(0), placement_region(t, cfg.features))
@@ -215,7 +215,7 @@ def test_random_search_matches_reference_pipeline(coils):
 def test_pgd_improves_on_its_random_starts():
     batch = make_batch(3)
     model = tiny_model()
-    cfg = AttackConfig(pgd_restarts=4, pgd_steps=6, margin=3, pgd_step_size=0.3)
+    cfg = AttackConfig(features=FeatureConfig(margin=3), pgd_restarts=4, pgd_steps=6, pgd_step_size=0.3)
     t = batch["target"]
     region = placement_region(t, cfg.features)
     score = engine.Scorer(model, from_batch(batch))
@@ -239,7 +239,7 @@ def test_pgd_improves_on_its_random_starts():
 def test_pgd_screen_starts_from_the_worst_random_draws():
     batch = make_batch(3)
     model = tiny_model()
-    cfg = AttackConfig(pgd_restarts=2, pgd_steps=3, pgd_screen=4, margin=3, pgd_step_size=0.3)
+    cfg = AttackConfig(features=FeatureConfig(margin=3), pgd_restarts=2, pgd_steps=3, pgd_screen=4, pgd_step_size=0.3)
     t = batch["target"]
     region = placement_region(t, cfg.features)
     pool = engine.random_search(engine.Scorer(model, from_batch(batch)), t, cfg, 8,
@@ -264,7 +264,7 @@ def test_pgd_screen_starts_from_the_worst_random_draws():
 def test_refine_keeps_improvements_only():
     batch = make_batch(2)
     model = tiny_model()
-    cfg = AttackConfig(margin=3, refine_iters=2, refine_step=1)
+    cfg = AttackConfig(features=FeatureConfig(margin=3), refine_iters=2, refine_step=1)
     t = batch["target"]
     region = placement_region(t, cfg.features)
     score = engine.Scorer(model, from_batch(batch))
@@ -281,8 +281,9 @@ def test_refine_keeps_improvements_only():
 def test_flags_info_preserved_and_fn():
     batch = make_batch(3, full_mask=True)
     model = tiny_model()
-    cfg = AttackConfig(random_restarts=2, margin=3, threshold=1e-3, info_threshold=1e-4)
-    out = run_attack(model, batch, cfg, "pgd+refine", torch.Generator().manual_seed(0))
+    cfg = AttackConfig(features=FeatureConfig(margin=3), random_restarts=2, threshold=1e-3, info_threshold=1e-4,
+                       method="pgd+refine")
+    out = run_attack(model, batch, cfg, torch.Generator().manual_seed(0))
     # fully sampled: the zero-filled image changes by exactly the feature
     d = out["target"] - batch["target"]
     exp = ((d * out["region"]) ** 2).sum((-2, -1)) / out["region"].sum((-2, -1)) / batch["target"].amax((-2, -1)) ** 2
@@ -290,19 +291,19 @@ def test_flags_info_preserved_and_fn():
     assert torch.equal(out["info_preserved"], exp >= 1e-4)
     assert torch.equal(out["fn"], out["info_preserved"] & (out["worst_nmse"] >= 1e-3))
     # a 1-column acquisition far from the feature keeps (almost) nothing of it
-    cfg_hi = AttackConfig(random_restarts=2, margin=3, info_threshold=1e3)
-    assert not run_attack(model, batch, cfg_hi, "random", torch.Generator().manual_seed(0))["fn"].any()
+    cfg_hi = AttackConfig(features=FeatureConfig(margin=3), random_restarts=2, info_threshold=1e3)
+    assert not run_attack(model, batch, cfg_hi, torch.Generator().manual_seed(0))["fn"].any()
 
 
-def test_engine_contract_functions():
+def test_run_attack_restores_mode_and_apply_feature_reproduces_it():
     batch = make_batch(2)
     model = tiny_model().train()
-    r = search_features(model, batch, method="pgd", family="random_walk", size=(3, 6), intensity=(0.0, 1.0),
-                        restarts=2, steps=2, step_size=0.25, ring=1, generator=torch.Generator().manual_seed(0))
+    r = run_attack(model, batch, AttackConfig(features=FeatureConfig(size=(3, 6), margin=3), method="pgd",
+                                              pgd_restarts=2, pgd_steps=2), torch.Generator().manual_seed(0))
     assert model.training  # mode restored
-    assert r["target"].shape == (2, h, w) and r["masked_kspace"].shape == (2, H, W) and r["nmse"].shape == (2,)
-    s = attack_batch(model, batch, method="random", settings={"random_restarts": 3, "margin": 3},
-                     generator=torch.Generator().manual_seed(0))
+    assert r["target"].shape == (2, h, w) and r["masked_kspace"].shape == (2, H, W) and r["worst_nmse"].shape == (2,)
+    s = run_attack(model, batch, AttackConfig(features=FeatureConfig(margin=3), random_restarts=3),
+                   torch.Generator().manual_seed(0))
     assert s["fn"].dtype == torch.bool and s["worst_nmse"].shape == (2,)
     a = apply_feature(batch, s["index"], s["values"])
     torch.testing.assert_close(a["target"], s["target"])
@@ -314,13 +315,22 @@ def test_engine_contract_functions():
 
 def test_bad_config_and_batch():
     with pytest.raises(ValueError, match="family"):
-        AttackConfig(family="square")
-    with pytest.raises(ValueError, match="unknown settings"):
-        AttackConfig.from_settings({"restartz": 3})
+        AttackConfig(features=FeatureConfig(family="square"))
+    with pytest.raises(ValueError, match="family"):
+        AttackConfig(features={"family": "square"})
+    with pytest.raises(KeyError, match="restartz"):
+        AttackConfig.from_dict({"restartz": 3})
+    with pytest.raises(KeyError, match="features.sise"):
+        AttackConfig.from_dict({"features": {"sise": [3, 4]}})
     with pytest.raises(KeyError, match="kspace"):
         from_batch({"masked_kspace": torch.zeros(1, 4, 4, dtype=torch.complex64), "mask": torch.ones(1, 1, 4)})
     with pytest.raises(ValueError, match="method"):
-        run_attack(tiny_model(), make_batch(1), AttackConfig(), "bfgs")
+        AttackConfig(method="bfgs")
+    with pytest.raises(ValueError, match="FeatureConfig.size"):
+        AttackConfig(features=FeatureConfig(size=(5, 3)))
+    with pytest.raises(ValueError, match="FeatureConfig.intensity"):
+        FeatureConfig(intensity=(0.9, 0.1))
+    FeatureConfig(intensity=(0.3, 0.3))  # one fixed contrast is allowed
 
 
 # ---- dataset runner, report, CLI ----------------------------------------------------------------
@@ -338,7 +348,7 @@ def test_intervals_pinned():
 def test_attack_dataset_and_report(tmp_path):
     batches = [make_batch(2, seed=s) for s in range(2)]
     model = tiny_model()
-    res = attack_dataset(model, batches, AttackConfig(random_restarts=3, margin=3), "random", keep_worst=2)
+    res = attack_dataset(model, batches, AttackConfig(features=FeatureConfig(margin=3), random_restarts=3), keep_worst=2)
     recs = res["records"]
     assert len(recs) == 4 and res["summary"]["n_slices"] == 4
     assert res["summary"]["model_evals"] == 12
@@ -355,7 +365,7 @@ def test_attack_dataset_and_report(tmp_path):
     assert (tmp_path / "slices.csv").read_text().count("\n") == 5
     assert (tmp_path / "worst_00.png").stat().st_size > 1000 and "histogram" in paths
     # same seed, same results: reproducible
-    again = attack_dataset(model, batches, AttackConfig(random_restarts=3, margin=3), "random")
+    again = attack_dataset(model, batches, AttackConfig(features=FeatureConfig(margin=3), random_restarts=3))
     assert [r["worst_nmse"] for r in again["records"]] == [r["worst_nmse"] for r in recs]
 
 
@@ -391,9 +401,9 @@ def test_pgd_through_varnet_multicoil_with_given_sens():
     torch.manual_seed(0)
     model = build_model("varnet", num_cascades=1, chans=4, pools=1, sens_chans=2, sens_pools=1).eval()
     batch = make_batch(2, coils=3, with_sens=True)
-    cfg = AttackConfig(pgd_restarts=2, pgd_steps=2, margin=3)
-    out = run_attack(model, batch, cfg, "pgd", torch.Generator().manual_seed(0))
+    cfg = AttackConfig(features=FeatureConfig(margin=3), method="pgd", pgd_restarts=2, pgd_steps=2)
+    out = run_attack(model, batch, cfg, torch.Generator().manual_seed(0))
     assert out["masked_kspace"].shape == batch["masked_kspace"].shape and torch.isfinite(out["worst_nmse"]).all()
-    start = run_attack(model, batch, AttackConfig(random_restarts=2, margin=3), "random",
+    start = run_attack(model, batch, AttackConfig(features=FeatureConfig(margin=3), random_restarts=2),
                        torch.Generator().manual_seed(0))
     assert (out["worst_nmse"] >= start["worst_nmse"] - 1e-6).all()

@@ -245,10 +245,11 @@ def test_robust_flags_add_the_adversarial_term(data, tmp_path):
 
     out = tmp_path / "robust"
     assert _train(data, out, "--robust-attack", "pgd", "--robust-beta", "0.5",
-                  "--set", "robust.size=[3, 6]", "--set", "robust.pgd_steps=1") == 0
+                  "--set", "robust.attack.features.size=[3, 6]", "--set", "robust.attack.pgd_steps=1") == 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["robust"]["attack"] == "pgd" and cfg["robust"]["beta"] == 0.5
-    assert ckpt.load_checkpoint(out / "last.pt")["config"]["robust"]["size"] == [3, 6]
+    assert cfg["robust"]["attack"]["method"] == "pgd" and cfg["robust"]["beta"] == 0.5
+    stored = ckpt.load_checkpoint(out / "last.pt")["config"]["robust"]["attack"]
+    assert stored["features"]["size"] == [3, 6] and stored["pgd_steps"] == 1
     rows = list(csv.DictReader((out / "train.csv").open()))
     assert rows, "no training rows logged"
     for row in rows:

@@ -18,15 +18,14 @@ def tiny_cfg(tmp_path, monkeypatch):
     d = DemoConfig()
     return DemoConfig(size=32, train_volumes=1, val_volumes=1, slices=3, chans=4, pools=1,
                       steps=2, batch_size=2, eval_slices=3, progress=False,
-                      robust=dataclasses.replace(d.robust, size=(3, 5), restarts=1, pgd_steps=1),
-                      attack=dataclasses.replace(d.attack, size=(3, 3), random_restarts=2,
-                                                 pgd_restarts=1, pgd_steps=1))
+                      robust=dataclasses.replace(d.robust, attack=d.robust.attack.replace(
+                          size=(3, 5), random_restarts=1, pgd_restarts=1, pgd_steps=1)),
+                      attack=d.attack.replace(size=(3, 3), random_restarts=2, pgd_restarts=1, pgd_steps=1))
 
 
 def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, tiny_cfg, capsys):
-    import fastfn.attack as attack_engine
     tiny_cfg = dataclasses.replace(tiny_cfg, steps=4, robust_start=0.5)
-    summary = run_demo(tmp_path / "demo", tiny_cfg, engine=attack_engine)
+    summary = run_demo(tmp_path / "demo", tiny_cfg)
     out = tmp_path / "demo"
     assert summary["robust_start_step"] == 2
     # the robust run logged its adversarial term as off for steps 1-2 and on for 3-4

@@ -7,9 +7,11 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-import fastfn.attack as attack_engine
-from fastfn.evaluation.robustness import (AttackSettings, evaluate_robustness, markdown_table,
-                                          split_mask_specs, wilson_interval)
+from fastfn.attack import AttackConfig, FeatureConfig
+from fastfn.attack.report import wilson_interval
+from fastfn.data import split_mask_specs
+from fastfn.evaluation.protocol import evaluate_robustness
+from fastfn.evaluation.tables import markdown_table
 from fastfn.models import build_model
 from test_robust import make_batch
 
@@ -44,12 +46,11 @@ def test_protocol_uses_the_same_draws_for_every_model_and_writes_reports(tmp_pat
     a, b = _models()
     batches = [make_batch(B=3, seed=s) for s in range(2)]
     batches[1]["slice"] = batches[1]["slice"] + 3  # volume v<i>.h5 has slices i and i + 3
-    settings = AttackSettings(size=(3, 6), random_restarts=3, pgd_restarts=2, pgd_steps=2,
-                              threshold=1e-3, seed=7)
+    attack = AttackConfig(features=FeatureConfig(size=(3, 6)), random_restarts=3, pgd_restarts=2,
+                          pgd_steps=2, threshold=1e-3, seed=7)
     load = lambda data, spec, bs, n: batches  # noqa: E731
     rep = evaluate_robustness([("A", a), ("A again", a), ("B", b)], None, "random:4x@0.08",
-                              tmp_path, settings=settings, progress=False, engine=attack_engine,
-                              load_batches=load)
+                              tmp_path, attack=attack, progress=False, load_batches=load)
     r = rep["results"]["random:4x@0.08"]
     # the same model evaluated twice sees identical features: identical results
     for attack in ("random", "pgd"):
@@ -80,10 +81,10 @@ def test_protocol_bad_input(tmp_path):
     a, _ = _models()
     with pytest.raises(ValueError, match="unknown attack"):
         evaluate_robustness([("A", a)], None, "random:4x@0.08", tmp_path, attacks=("fgsm",),
-                            engine=attack_engine, load_batches=lambda *x: [make_batch()])
+                            load_batches=lambda *x: [make_batch()])
     with pytest.raises(ValueError, match="no model"):
-        evaluate_robustness([], None, "random:4x@0.08", tmp_path, engine=attack_engine,
+        evaluate_robustness([], None, "random:4x@0.08", tmp_path,
                             load_batches=lambda *x: [make_batch()])
     with pytest.raises(FileNotFoundError):
         evaluate_robustness([tmp_path / "missing.pt"], None, "random:4x@0.08", tmp_path,
-                            engine=attack_engine, load_batches=lambda *x: [make_batch()])
+                            load_batches=lambda *x: [make_batch()])

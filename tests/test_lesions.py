@@ -7,8 +7,10 @@ import torch
 from skimage.metrics import structural_similarity
 
 from fastfn.data import annotation_rows, write_annotation_csv
-from fastfn.evaluation.lesions import (Box, box_weight_map, lesion_metrics, lesion_table,
-                                       make_box_loss, read_annotations)
+from fastfn.data.annotations import Box, box_weight_map, read_annotations
+from fastfn.evaluation.lesions import lesion_metrics
+from fastfn.evaluation.tables import lesion_table
+from fastfn.train.box_loss import make_box_loss
 
 
 class Fixed(torch.nn.Module):

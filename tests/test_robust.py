@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-import fastfn.attack as attack_engine
+import fastfn.train.robust as robust_module
+from fastfn.attack import AttackConfig, FeatureConfig, run_attack
 from fastfn.models import build_model
 from fastfn.ops import fft2c
-from fastfn.train.robust import RobustConfig, feature_loss, make_robust_loss, step_generator
+from fastfn.train.robust import RobustConfig, default_attack, feature_loss, make_robust_loss, step_generator
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -42,26 +43,43 @@ def tiny_unet():
 
 
 def test_config_validation_names_the_key():
-    with pytest.raises(ValueError, match="robust.attack"):
-        RobustConfig(attack="fgsm")
-    with pytest.raises(ValueError, match="robust.size"):
-        RobustConfig(size=(10, 5))
+    with pytest.raises(ValueError, match="method"):
+        RobustConfig(attack=default_attack(method="fgsm"))
+    with pytest.raises(ValueError, match="FeatureConfig.size"):
+        RobustConfig(attack=default_attack(size=(10, 5)))
     with pytest.raises(ValueError, match="robust.beta"):
         RobustConfig(beta=-1)
     with pytest.raises(ValueError, match="robust.feature_loss"):
         RobustConfig(feature_loss="l2")
     with pytest.raises(KeyError, match="betta"):
         RobustConfig.from_dict({"betta": 1.0})
-    cfg = RobustConfig.from_dict({"attack": "pgd", "size": [3, 7]})
-    assert cfg.size == (3, 7) and RobustConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(KeyError, match="attack.pgd_stepz"):
+        RobustConfig.from_dict({"attack": {"pgd_stepz": 3}})
+    cfg = RobustConfig.from_dict({"attack": {"method": "pgd", "features": {"size": [3, 7]}}})
+    assert cfg.attack.features.size == (3, 7) and RobustConfig.from_dict(cfg.to_dict()) == cfg
+    # keys a mapping leaves out are robust training's defaults, not the evaluation attack's
+    assert cfg.attack == default_attack(method="pgd", size=(3, 7))
+
+
+def test_old_flat_layout_migrates_to_the_composed_config():
+    old = {"attack": "pgd", "beta": 0.1, "family": "ellipse", "size": [5, 15], "intensity": [0.1, 0.9],
+           "restarts": 2, "pgd_steps": 2, "pgd_step_size": 0.2, "curriculum_steps": 0, "start_step": 3,
+           "feature_loss": "l1", "feature_weight": 1.0, "image_weight": 1.0, "ring": 2, "seed": 12345}
+    cfg = RobustConfig.from_dict(old)
+    assert cfg == RobustConfig(
+        attack=default_attack(method="pgd", family="ellipse", size=(5, 15), intensity=(0.1, 0.9), ring=2,
+                              random_restarts=2, pgd_restarts=2, pgd_steps=2, pgd_step_size=0.2, seed=12345),
+        beta=0.1, start_step=3)
+    assert RobustConfig.from_dict({"attack": "random"}) == RobustConfig()
 
 
 def test_curriculum_ramps_the_largest_size():
-    cfg = RobustConfig(size=(10, 90), curriculum_steps=100)
+    cfg = RobustConfig(attack=default_attack(size=(10, 90)), curriculum_steps=100)
     assert cfg.size_at(0) == (10, 10)
     assert cfg.size_at(50) == (10, 50)
     assert cfg.size_at(100) == cfg.size_at(1000) == (10, 90)
-    assert RobustConfig(size=(10, 90)).size_at(0) == (10, 90)
+    assert cfg.attack_at(50).features.size == (10, 50) and cfg.attack_at(50).pgd_steps == cfg.attack.pgd_steps
+    assert RobustConfig(attack=default_attack(size=(10, 90))).size_at(0) == (10, 90)
 
 
 def test_feature_loss_matches_hand_computation():
@@ -84,8 +102,9 @@ def test_feature_loss_matches_hand_computation():
 @pytest.mark.parametrize("attack", ["random", "pgd"])
 def test_robust_loss_is_differentiable_and_deterministic_per_step(attack):
     model, batch = tiny_unet(), make_batch()
-    cfg = RobustConfig(attack=attack, size=(3, 6), restarts=2, pgd_steps=2, beta=0.5)
-    fn = make_robust_loss(cfg, engine=attack_engine)
+    cfg = RobustConfig(attack=default_attack(method=attack, size=(3, 6), random_restarts=2, pgd_restarts=2,
+                                             pgd_steps=2), beta=0.5)
+    fn = make_robust_loss(cfg)
     loss, logs = fn(model, batch, 3)
     assert loss.dim() == 0 and loss.requires_grad and math.isfinite(float(loss.detach()))
     assert set(logs) >= {"feat_loss", "image_loss", "adv_nmse", "robust_s"}
@@ -97,27 +116,26 @@ def test_robust_loss_is_differentiable_and_deterministic_per_step(attack):
     again, _ = fn(model, batch, 3)
     assert float(again.detach()) == float(loss.detach())
     other, _ = fn(model, batch, 4)
-    rank1, _ = make_robust_loss(cfg, rank=1, engine=attack_engine)(model, batch, 3)
+    rank1, _ = make_robust_loss(cfg, rank=1)(model, batch, 3)
     assert float(other.detach()) != float(loss.detach()) != float(rank1.detach())
 
 
-def test_start_step_trains_clean_before_it_and_robust_from_it():
-    class CountingEngine:
-        calls = 0
+def test_start_step_trains_clean_before_it_and_robust_from_it(monkeypatch):
+    calls = []
 
-        def search_features(self, *args, **kwargs):
-            CountingEngine.calls += 1
-            return attack_engine.search_features(*args, **kwargs)
+    def counting_attack(*args, **kwargs):
+        calls.append(1)
+        return run_attack(*args, **kwargs)
+    monkeypatch.setattr(robust_module, "run_attack", counting_attack)
     model, batch = tiny_unet(), make_batch()
-    engine = CountingEngine()
-    cfg = RobustConfig(size=(3, 6), beta=0.5, start_step=5)
-    fn = make_robust_loss(cfg, engine=engine)
+    cfg = RobustConfig(attack=default_attack(size=(3, 6)), beta=0.5, start_step=5)
+    fn = make_robust_loss(cfg)
     loss, logs = fn(model, batch, 4)
-    assert float(loss) == 0.0 and CountingEngine.calls == 0        # no search before start_step
+    assert float(loss) == 0.0 and not calls                         # no search before start_step
     on, on_logs = fn(model, batch, 5)
-    assert CountingEngine.calls == 1 and float(on.detach()) > 0 and on.requires_grad
+    assert len(calls) == 1 and float(on.detach()) > 0 and on.requires_grad
     assert set(logs) == set(on_logs)                                # CSV columns stay the same
-    ref, _ = make_robust_loss(RobustConfig(size=(3, 6), beta=0.5), engine=attack_engine)(model, batch, 5)
+    ref, _ = make_robust_loss(RobustConfig(attack=default_attack(size=(3, 6)), beta=0.5))(model, batch, 5)
     assert float(on.detach()) == float(ref.detach())                # from start_step: the plain term
     with pytest.raises(ValueError, match="robust.start_step"):
         RobustConfig(start_step=-1)
@@ -125,13 +143,10 @@ def test_start_step_trains_clean_before_it_and_robust_from_it():
 
 def test_pgd_search_finds_worse_features_than_its_random_starts():
     model, batch = tiny_unet(), make_batch(B=4)
-    kw = dict(family="random_walk", size=(4, 8), intensity=(0.0, 1.0), restarts=3,
-              step_size=0.25, ring=1)
-    r0 = attack_engine.search_features(model, batch, method="random", steps=0,
-                                      generator=step_generator(0, 0, 0, torch.device("cpu")), **kw)
-    r1 = attack_engine.search_features(model, batch, method="pgd", steps=3,
-                                      generator=step_generator(0, 0, 0, torch.device("cpu")), **kw)
-    assert float(r1["nmse"].mean()) >= float(r0["nmse"].mean())
+    cfg = AttackConfig(features=FeatureConfig(size=(4, 8)), random_restarts=3, pgd_restarts=3, pgd_steps=3)
+    r0 = run_attack(model, batch, cfg, step_generator(0, 0, 0, torch.device("cpu")))
+    r1 = run_attack(model, batch, cfg.replace(method="pgd"), step_generator(0, 0, 0, torch.device("cpu")))
+    assert float(r1["worst_nmse"].mean()) >= float(r0["worst_nmse"].mean())
 
 
 def test_step_generator_depends_only_on_seed_step_rank():
@@ -147,12 +162,12 @@ def test_trainer_runs_robust_training_and_resumes_identically(tmp_path):
     batches = [make_batch(seed=s) for s in range(2)]
     cfg = TrainConfig(model="unet", model_config={"chans": 4, "num_pool_layers": 1}, steps=4,
                       val_every=2, ckpt_every=2, progress=False, tensorboard=False, panels=0)
-    rcfg = RobustConfig(attack="pgd", size=(3, 6), restarts=2, pgd_steps=1)
+    rcfg = RobustConfig(attack=default_attack(method="pgd", size=(3, 6), pgd_restarts=2, pgd_steps=1))
 
     def run(out, until=None, resume=None):
         model = tiny_unet()
         t = Trainer(model, cfg, batches, None, out_dir=out,
-                    extra_loss=make_robust_loss(rcfg, engine=attack_engine))
+                    extra_loss=make_robust_loss(rcfg))
         if resume is not None:
             t.resume(resume)
         t.fit(until)

@@ -28,8 +28,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     from fastfn.models import build_model
     from fastfn.train.config import TrainConfig
     from fastfn.train.distributed import cleanup, init_distributed
-    import fastfn.attack as attack_engine
-    from fastfn.train.robust import RobustConfig, make_robust_loss
+    from fastfn.train.robust import RobustConfig, default_attack, make_robust_loss
     from fastfn.train.trainer import Trainer
     info = init_distributed("cpu")
     torch.manual_seed(0)
@@ -44,8 +43,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         losses.append(float(loss.detach()))
         return loss, logs
 
-    inner = make_robust_loss(RobustConfig(attack="pgd", size=(3, 6), pgd_steps=1), rank=rank,
-                             engine=attack_engine)
+    inner = make_robust_loss(RobustConfig(attack=default_attack(method="pgd", size=(3, 6), pgd_steps=1)),
+                             rank=rank)
     trainer = Trainer(model, cfg, batches, None, dist=info, extra_loss=robust)
     trainer.fit()
     torch.save({"params": [p.detach().clone() for p in model.parameters()], "losses": losses},

@@ -9,7 +9,7 @@ to bound memory; no per-sample Python loop and no host round trip inside a searc
 
 Per slice the engine returns the worst masked NMSE, the feature that achieved it
 (``index``/``values`` in the compact form of ``fastfn.attack.features``), whether
-the information was preserved (METHOD.md section 5: the zero-filled image with and
+the information was preserved (docs/METHOD.md section 5: the zero-filled image with and
 without the feature differs inside T by an MSE, relative to the squared image
 max, of at least ``info_threshold``) and the false-negative flag
 (worst NMSE >= ``threshold`` and information preserved).
@@ -17,7 +17,7 @@ max, of at least ``info_threshold``) and the false-negative flag
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -25,99 +25,9 @@ from torch import nn
 
 from fastfn.attack import features as feat
 from fastfn.attack.acquisition import Acquisition, from_batch
+from fastfn.attack.config import METHODS, AttackConfig
 from fastfn.losses import masked_nmse
 from fastfn.ops import feature_step, insert_features
-
-METHODS = ("random", "pgd", "pgd+refine")
-SCHEDULES = ("constant", "linear", "cosine")
-
-
-@dataclass
-class AttackConfig:
-    """The attack: the allowed features (D) and the search budget.
-
-    Feature settings (see :class:`fastfn.attack.features.FeatureConfig`): family,
-    size, line_width, intensity_mode, intensity, placement, margin, foreground, ring.
-
-    Search settings:
-        random_restarts: random features per slice of random search (authors: 11).
-        pgd_restarts: starts per slice of the gradient attack.
-        pgd_screen: S > 1 draws S x pgd_restarts random features per slice, scores them
-            (forward only, S x pgd_restarts model evaluations) and starts the gradient
-            steps from the pgd_restarts worst: location and shape come from the
-            random draws, the gradient steps then push the intensities. 1: random starts.
-        pgd_steps: sign-gradient steps T per start.
-        pgd_step_size: initial step as a fraction of the feature's intensity range.
-        schedule: step schedule over the T steps: "constant", "linear" or "cosine"
-            decay from pgd_step_size to pgd_step_size * final_step.
-        final_step: last step relative to the first (linear/cosine).
-        normalize: step along g * sqrt(P) / ||g|| instead of sign(g).
-        refine_iters: location-refinement rounds ("pgd+refine"): each tries the 8
-            shifts by ``refine_step`` pixels of the best feature, keeps improvements.
-        refine_step: shift in pixels.
-        threshold: false negative when the worst masked NMSE >= threshold (1e-3).
-        info_threshold: information preserved when the zero-filled MSE inside T,
-            relative to the squared image max, is >= info_threshold (1e-4).
-        chunk: most images per model call (memory bound).
-        seed: base seed of the feature draws.
-    """
-    family: str = "random_walk"
-    size: tuple[float, float] = (10, 10)
-    line_width: int = 1
-    intensity_mode: str = "image"
-    intensity: tuple[float, float] = (0.0, 1.0)
-    placement: str = "anatomy"
-    margin: int = 8
-    foreground: float = 0.1
-    ring: int = 1
-    random_restarts: int = 11
-    pgd_restarts: int = 4
-    pgd_screen: int = 1
-    pgd_steps: int = 10
-    pgd_step_size: float = 0.25
-    schedule: str = "cosine"
-    final_step: float = 0.1
-    normalize: bool = False
-    refine_iters: int = 2
-    refine_step: int = 2
-    threshold: float = 1e-3
-    info_threshold: float = 1e-4
-    chunk: int = 64
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"AttackConfig.schedule: {self.schedule!r} not in {SCHEDULES}")
-        for key in ("random_restarts", "pgd_restarts", "pgd_screen", "chunk"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"AttackConfig.{key} must be >= 1, got {getattr(self, key)}")
-        if self.pgd_steps < 0 or self.refine_iters < 0 or self.refine_step < 1:
-            raise ValueError("AttackConfig: pgd_steps and refine_iters must be >= 0, refine_step >= 1")
-        self.features  # validates the feature settings
-
-    @property
-    def features(self) -> feat.FeatureConfig:
-        names = {f.name for f in fields(feat.FeatureConfig)}
-        return feat.FeatureConfig(**{k: getattr(self, k) for k in names})
-
-    @classmethod
-    def from_settings(cls, settings: Any = None, **overrides: Any) -> "AttackConfig":
-        """From any object with (some of) these attribute names (e.g. the evaluation's
-        AttackSettings), a dict, or None; ``overrides`` win."""
-        if isinstance(settings, cls) and not overrides:
-            return settings
-        if settings is None:
-            base: dict[str, Any] = {}
-        elif isinstance(settings, Mapping):
-            base = dict(settings)
-        else:
-            base = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(base) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"AttackConfig: unknown settings {sorted(unknown)}")
-        return cls(**base)
-
 
 def step_schedule(t: int, T: int, cfg: AttackConfig) -> float:
     """Step size factor (relative to the intensity range) of step t of T."""
@@ -207,7 +117,7 @@ def random_search(score: Scorer, targets: torch.Tensor, cfg: AttackConfig, R: in
     """The authors' attack: R random features per slice, scored; returns all R."""
     c = draw(targets, cfg, R, generator, region)
     with torch.no_grad():
-        pert, reg = insert_features(targets, c.index, c.values, cfg.ring)
+        pert, reg = insert_features(targets, c.index, c.values, cfg.features.ring)
         c.nmse, _ = score(pert, reg)
     return c
 
@@ -225,7 +135,7 @@ def pgd(score: Scorer, targets: torch.Tensor, cfg: AttackConfig, R: int, T: int,
         c = random_search(score, targets, cfg, R * cfg.pgd_screen, generator, region).top(R)
     else:
         c = draw(targets, cfg, R, generator, region)
-    pert, reg = insert_features(targets, c.index, c.values, cfg.ring)
+    pert, reg = insert_features(targets, c.index, c.values, cfg.features.ring)
     pert = pert.contiguous()
     best_values, best_nmse = c.values.clone(), c.nmse.clone()
     span = (c.hi - c.lo).clamp_min(torch.finfo(targets.dtype).tiny)
@@ -267,7 +177,7 @@ def refine(score: Scorer, targets: torch.Tensor, cfg: AttackConfig, best: Candid
         safe = torch.where(ok[..., None], index, cur.index.expand(N, K, -1)).contiguous()
         values = torch.where(ok[..., None], values, cur.values.expand(N, K, -1)).contiguous()
         with torch.no_grad():
-            pert, reg = insert_features(targets, safe, values, cfg.ring)
+            pert, reg = insert_features(targets, safe, values, cfg.features.ring)
             nmse, _ = score(pert, reg)
         nmse = torch.where(ok, nmse, torch.full_like(nmse, -math.inf))
         cand = Candidates(safe, values, cur.lo.expand(N, K), cur.hi.expand(N, K), nmse).best()
@@ -281,7 +191,7 @@ def refine(score: Scorer, targets: torch.Tensor, cfg: AttackConfig, best: Candid
 @torch.no_grad()
 def information_change(acq: Acquisition, targets: torch.Tensor, best: Candidates, ring: int
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """How visible each slice's feature is in the undersampled data (METHOD.md section 5).
+    """How visible each slice's feature is in the undersampled data (docs/METHOD.md section 5).
 
     best: R = 1 candidates. Returns (N,) the MSE inside T between the zero-filled
     magnitude images with and without the feature, relative to max(target)^2, and
@@ -295,18 +205,15 @@ def information_change(acq: Acquisition, targets: torch.Tensor, best: Candidates
     return mse / targets.amax((-2, -1)).pow(2).clamp_min(1e-30), pert[:, 0]
 
 
-def run_attack(model: nn.Module, batch: Mapping[str, Any], cfg: AttackConfig, method: str = "random",
-               generator: torch.Generator | None = None, restarts: int | None = None,
-               steps: int | None = None) -> dict[str, torch.Tensor]:
-    """Attack one batch; the worst feature per slice and its flags.
+def run_attack(model: nn.Module, batch: Mapping[str, Any], cfg: AttackConfig,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Attack one batch with ``cfg.method``; the worst feature per slice and its flags.
 
     Args:
         model: a Reconstructor (masked_kspace, mask, crop_size) -> (B, h, w).
         batch: a batch of the architecture contract (fully-sampled ``kspace`` needed).
-        cfg: the attack config.
-        method: "random", "pgd" or "pgd+refine".
+        cfg: the attack config (its ``method``, restarts and steps).
         generator: torch.Generator on the batch's device (None: global RNG).
-        restarts, steps: override cfg's restarts (of the chosen method) / pgd_steps.
 
     Returns a dict of tensors (N = slices): ``worst_nmse`` (N,), ``index``/``values``
     (N, P) of the winning feature, ``target`` (N, h, w) the perturbed target,
@@ -314,8 +221,6 @@ def run_attack(model: nn.Module, batch: Mapping[str, Any], cfg: AttackConfig, me
     ``info_mse`` (N,), ``info_preserved`` (N,) bool, ``fn`` (N,) bool,
     ``model_evals`` (scalar int64: images through the model, forward passes).
     """
-    if method not in METHODS:
-        raise ValueError(f"attack: unknown method {method!r}; choose from {METHODS}")
     was_training = model.training
     model.eval()
     try:
@@ -323,25 +228,23 @@ def run_attack(model: nn.Module, batch: Mapping[str, Any], cfg: AttackConfig, me
         targets = acq.targets
         region = feat.placement_region(targets, cfg.features)
         score = Scorer(model, acq, cfg.chunk)
-        if method == "random":
-            R = restarts or cfg.random_restarts
-            cands = random_search(score, targets, cfg, R, generator, region)
+        if cfg.method == "random":
+            cands = random_search(score, targets, cfg, cfg.random_restarts, generator, region)
         else:
-            R = restarts or cfg.pgd_restarts
-            T = cfg.pgd_steps if steps is None else steps
-            cands = pgd(score, targets, cfg, R, T, generator, region)
+            cands = pgd(score, targets, cfg, cfg.pgd_restarts, cfg.pgd_steps, generator, region)
         best = cands.best()
-        if method == "pgd+refine":
+        if cfg.method == "pgd+refine":
             best = refine(score, targets, cfg, best, region)
-        info_mse, pert = information_change(acq, targets, best, cfg.ring)
-        _, reg = insert_features(targets, best.index, best.values, cfg.ring)
+        ring = cfg.features.ring
+        info_mse, pert = information_change(acq, targets, best, ring)
+        _, reg = insert_features(targets, best.index, best.values, ring)
         worst = best.nmse[:, 0]
         info = info_mse >= cfg.info_threshold
         with torch.no_grad():
             k = acq.simulate(pert - targets)
     finally:
         model.train(was_training)
-    return {"worst_nmse": worst, "nmse": worst, "index": best.index[:, 0], "values": best.values[:, 0],
+    return {"worst_nmse": worst, "index": best.index[:, 0], "values": best.values[:, 0],
             "target": pert, "region": reg[:, 0], "masked_kspace": k, "info_mse": info_mse,
             "info_preserved": info, "fn": info & (worst >= cfg.threshold),
             "model_evals": torch.tensor(score.evals)}

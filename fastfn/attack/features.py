@@ -24,56 +24,58 @@ Families (``size`` = (min, max), drawn uniformly per feature, in the family's un
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from fastfn.configs import check_choice
+
 FAMILIES = ("random_walk", "ellipse", "line", "gaussian")
 PLACEMENTS = ("anatomy", "box")
 INTENSITY_MODES = ("image", "local", "fixed")
+FIELD_CHOICES = {"family": FAMILIES, "intensity_mode": INTENSITY_MODES, "placement": PLACEMENTS}
 
 
 @dataclass
 class FeatureConfig:
-    """What a feature may be (the allowed set D of METHOD.md section 5).
+    """What a feature may be (the allowed set D of docs/METHOD.md section 5).
 
     Attributes:
-        family: one of FAMILIES.
-        size: (min, max) size in the family's unit (see the module docstring).
+        family: feature family: random_walk, ellipse, line or gaussian (fastfn.attack.features).
+        size: (min, max) size in the family's unit (random-walk steps, semi-axes or lengths in
+            pixels), drawn uniformly per feature; 0 < min <= max.
         line_width: width of ``line`` features in pixels.
-        intensity_mode: "image" - bounds are fractions ``intensity`` of the image's
-            [min, max] (the authors: (0, 1)); "local" - fractions of the mean target
-            intensity under the feature's support (relative to the local tissue);
-            "fixed" - ``intensity`` are absolute values.
-        intensity: (lo, hi) as interpreted by ``intensity_mode``.
-        placement: "anatomy" - centres inside the foreground (target and its 5x5
-            mean above ``foreground`` times the image max) and
-            at least ``margin`` pixels from the border; "box" - the authors'
-            fixed box, pixels [50, 270) of a 320 crop, scaled to the crop size.
+        intensity_mode: how ``intensity`` is read: "image" - fractions of the image's [min, max]
+            (the authors: (0, 1)); "local" - fractions of the mean target intensity under the
+            feature's support (contrast against the local tissue); "fixed" - absolute values.
+        intensity: (lo, hi) intensity bounds as read by ``intensity_mode``; lo <= hi.
+        placement: where feature centres may lie: "anatomy" - inside the foreground (target
+            and its 5x5 mean above ``foreground`` times the image max) and at least ``margin``
+            pixels from the border; "box" - the authors' fixed box, pixels [50, 270) of a 320
+            crop, scaled to the crop size.
         margin: border margin in pixels of the "anatomy" placement.
-        foreground: foreground threshold as a fraction of the image max.
-        ring: loss region T = support dilated by ``ring`` 4-neighbour steps.
+        foreground: foreground threshold of the "anatomy" placement, a fraction of the image max.
+        ring: loss region T = the feature's support dilated by ``ring`` 4-neighbour steps.
     """
-    family: str = "random_walk"
-    size: tuple[float, float] = (10, 10)
+    family: str = field(default="random_walk", metadata={"choices": FAMILIES})
+    size: tuple[float, float] = (10.0, 10.0)
     line_width: int = 1
-    intensity_mode: str = "image"
+    intensity_mode: str = field(default="image", metadata={"choices": INTENSITY_MODES})
     intensity: tuple[float, float] = (0.0, 1.0)
-    placement: str = "anatomy"
+    placement: str = field(default="anatomy", metadata={"choices": PLACEMENTS})
     margin: int = 8
     foreground: float = 0.1
     ring: int = 1
 
     def __post_init__(self) -> None:
+        if len(self.size) != 2 or len(self.intensity) != 2:
+            raise ValueError(f"FeatureConfig: size and intensity must be (min, max) pairs, got "
+                             f"size={self.size}, intensity={self.intensity}")
         self.size = (float(self.size[0]), float(self.size[1]))
         self.intensity = (float(self.intensity[0]), float(self.intensity[1]))
-        if self.family not in FAMILIES:
-            raise ValueError(f"FeatureConfig.family: unknown family {self.family!r}; choose from {FAMILIES}")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"FeatureConfig.placement: {self.placement!r} not in {PLACEMENTS}")
-        if self.intensity_mode not in INTENSITY_MODES:
-            raise ValueError(f"FeatureConfig.intensity_mode: {self.intensity_mode!r} not in {INTENSITY_MODES}")
+        for name in ("family", "intensity_mode", "placement"):
+            check_choice("FeatureConfig", name, getattr(self, name), FIELD_CHOICES[name])
         if not 0 < self.size[0] <= self.size[1]:
             raise ValueError(f"FeatureConfig.size must be (min, max) with 0 < min <= max, got {self.size}")
         if self.intensity[0] > self.intensity[1]:

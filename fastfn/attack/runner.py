@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from fastfn.attack.engine import AttackConfig, run_attack
+from fastfn.attack.config import AttackConfig
+from fastfn.attack.engine import run_attack
+from fastfn.data.transforms import zero_filled_magnitude
+from fastfn.seeding import derive_seed, seeded_generator
+
+#: keeps attack_dataset's draws apart from robust training's (step, 7919) draws of one seed
+DATASET_STREAM = 17
 
 
 def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -27,19 +32,18 @@ def _sync(device: torch.device) -> None:
 
 def batch_seed(seed: int, batch_index: int) -> int:
     """Seed of batch ``batch_index``'s feature draws: results do not depend on what ran before."""
-    return (seed * 1_000_003 + batch_index * 7919 + 17) % (2 ** 63 - 1)
+    return derive_seed(seed, (batch_index, 7919), (DATASET_STREAM, 1))
 
 
 def attack_dataset(model: nn.Module, batches: Iterable[Mapping[str, Any]], cfg: AttackConfig,
-                   method: str = "random", device: str | torch.device = "cpu",
-                   restarts: int | None = None, steps: int | None = None, keep_worst: int = 0,
+                   device: str | torch.device = "cpu", keep_worst: int = 0,
                    max_slices: int | None = None, progress: Any = None) -> dict[str, Any]:
     """Run the attack over ``batches`` (batch dicts of the architecture contract).
 
     Args:
         model: the reconstructor (moved to ``device``, put in eval mode during the search).
         batches: an iterable of batches (e.g. a DataLoader with fastfn.data.collate).
-        cfg, method, restarts, steps: see :func:`fastfn.attack.run_attack`.
+        cfg: the attack (method, budget, features); see :func:`fastfn.attack.run_attack`.
         device: where the search runs.
         keep_worst: keep images of the K worst slices for the report's panels
             (one extra, untimed model forward per batch when > 0).
@@ -60,17 +64,15 @@ def attack_dataset(model: nn.Module, batches: Iterable[Mapping[str, Any]], cfg: 
         if max_slices is not None and len(records) >= max_slices:
             break
         batch = _to(batch, device)
-        g = torch.Generator(device=device)
-        g.manual_seed(batch_seed(cfg.seed, b))
+        g = seeded_generator(batch_seed(cfg.seed, b), device)
         _sync(device)
         t0 = time.perf_counter()
-        r = run_attack(model, batch, cfg, method=method, generator=g, restarts=restarts, steps=steps)
+        r = run_attack(model, batch, cfg, generator=g)
         _sync(device)
         seconds += time.perf_counter() - t0
         evals += int(r["model_evals"])
         N = r["worst_nmse"].shape[0]
-        R = restarts or (cfg.random_restarts if method == "random" else cfg.pgd_restarts)
-        n_features += N * R
+        n_features += N * cfg.restarts
         host = {k: r[k].detach().cpu() for k in ("worst_nmse", "info_mse", "info_preserved", "fn", "index", "values")}
         w = r["target"].shape[-1]
         for j in range(N):
@@ -94,11 +96,11 @@ def attack_dataset(model: nn.Module, batches: Iterable[Mapping[str, Any]], cfg: 
     if max_slices is not None:
         records = records[:max_slices]
     summary = summarize(records, cfg.threshold)
-    summary.update({"method": method, "model_evals": evals, "attack_seconds": seconds,
+    summary.update({"method": cfg.method, "model_evals": evals, "attack_seconds": seconds,
                     "features_evaluated": n_features,
                     "features_per_second": evals / seconds if seconds > 0 else math.nan,
                     "slices_per_second": len(records) / seconds if seconds > 0 else math.nan,
-                    "config": asdict(cfg), "device": str(device)})
+                    "config": cfg.to_dict(), "device": str(device)})
     return {"records": records, "summary": summary, "worst": worst}
 
 
@@ -106,8 +108,6 @@ def attack_dataset(model: nn.Module, batches: Iterable[Mapping[str, Any]], cfg: 
 def _keep_worst(model: nn.Module, batch: Mapping[str, Any], r: Mapping[str, torch.Tensor],
                 worst: list[dict[str, Any]], k: int, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Merge this batch's winners into the K worst cases, with the images for a panel."""
-    from fastfn.attack.acquisition import crop_offsets
-    from fastfn.ops import ifft2c
     floor = min((c["worst_nmse"] for c in worst), default=-math.inf) if len(worst) >= k else -math.inf
     order = torch.argsort(r["worst_nmse"], descending=True).tolist()
     pick = [j for j in order if float(r["worst_nmse"][j]) > floor][:k]
@@ -118,11 +118,7 @@ def _keep_worst(model: nn.Module, batch: Mapping[str, Any], r: Mapping[str, torc
     k_sel = r["masked_kspace"].index_select(0, sel)
     mask = batch["mask"].index_select(0, sel)
     recon = model(k_sel, mask, (h, w)).float()
-    zf = ifft2c(k_sel).abs()
-    if zf.dim() == 4:
-        zf = zf.pow(2).sum(1).sqrt()
-    top, left = crop_offsets(tuple(zf.shape[-2:]), (h, w))
-    zf = zf[..., top:top + h, left:left + w]
+    zf = zero_filled_magnitude(k_sel, (h, w))
     for n, j in enumerate(pick):
         worst.append({**recs[j], "target_img": r["target"][j].cpu(), "region_img": r["region"][j].cpu(),
                       "zero_filled_img": zf[n].cpu(), "recon_img": recon[n].cpu()})

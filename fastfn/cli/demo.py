@@ -5,64 +5,45 @@ import argparse
 
 
 def register(sub) -> None:
+    from fastfn.cli.config_flags import add_config_flags
     from fastfn.evaluation.demo import DemoConfig
+    from fastfn.train.robust import RobustConfig
+    from fastfn.attack import AttackConfig
     d = DemoConfig()
     p = sub.add_parser(
         "demo", help="the end-to-end job: standard vs robust U-Net, attacked and compared",
         description="On the embedded synthetic knee data: train a standard U-Net, train a robust "
                     "(FNAF) U-Net with the same budget, attack both (random search and the "
                     "gradient attack on the same slices and features) and write the comparison "
-                    "table, figures and summary.json. The defaults took 6 minutes on a "
+                    "table, figures and summary.json. The defaults take about 5 minutes on a "
                     "2-core CPU; the flags scale it up (e.g. --size 320 --chans 32 --pools 4 "
                     "--steps 5000 --device cuda).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="demo", help="output folder")
-    p.add_argument("--size", type=int, default=d.size, help="synthetic image size")
-    p.add_argument("--train-volumes", type=int, default=d.train_volumes)
-    p.add_argument("--val-volumes", type=int, default=d.val_volumes)
-    p.add_argument("--slices", type=int, default=d.slices, help="slices per volume")
-    p.add_argument("--chans", type=int, default=d.chans, help="U-Net channels")
-    p.add_argument("--pools", type=int, default=d.pools, help="U-Net pooling layers")
-    p.add_argument("--steps", type=int, default=d.steps, help="training steps per model")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--mask", default=d.mask, help="training mask")
-    p.add_argument("--eval-masks", default=d.eval_masks, help="evaluation masks")
-    p.add_argument("--eval-slices", type=int, default=d.eval_slices)
-    p.add_argument("--robust-attack", choices=("random", "pgd"), default=d.robust.attack)
-    p.add_argument("--robust-beta", type=float, default=d.robust.beta)
-    p.add_argument("--robust-start", type=float, default=d.robust_start,
-                   help="fraction of the steps the robust U-Net trains clean before its "
-                        "adversarial term switches on (0: from the first step)")
-    p.add_argument("--pgd-steps", type=int, default=d.attack.pgd_steps,
-                   help="evaluation gradient-attack steps")
-    p.add_argument("--threshold", type=float, default=d.attack.threshold,
-                   help="false negative when the worst masked NMSE >= this (the rate at "
-                        "METHOD.md's 1e-3 is reported too)")
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="CPU threads of torch (0: torch's default); 1 is fastest for the small "
-                        "default models, above all on a CPU shared with busy processes")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(p, DemoConfig, defaults=d, nested=False, title="scale and budget (DemoConfig)")
+    add_config_flags(p, RobustConfig, prefix="robust-", name="robust", defaults=d.robust,
+                     skip=("start_step",), aliases={"method": ["--robust-attack"]},
+                     title="robust training (RobustConfig; its start is --robust-start)")
+    add_config_flags(p, AttackConfig, prefix="attack-", name="attack", defaults=d.attack,
+                     skip=("method",), aliases={"pgd_steps": ["--pgd-steps"], "threshold": ["--threshold"]},
+                     title="evaluation attack (AttackConfig; the FN rate at docs/METHOD.md's 1e-3 "
+                           "is reported too)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import dataclasses
 
+    from fastfn.attack import AttackConfig
+    from fastfn.cli.config_flags import config_from_args
     from fastfn.evaluation.demo import DemoConfig, run_demo
+    from fastfn.train.robust import RobustConfig
     d = DemoConfig()
-    cfg = DemoConfig(
-        size=args.size, train_volumes=args.train_volumes, val_volumes=args.val_volumes,
-        slices=args.slices, chans=args.chans, pools=args.pools, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, mask=args.mask, eval_masks=args.eval_masks,
-        eval_slices=args.eval_slices, device=args.device, threads=args.threads or None,
-        seed=args.seed,
-        progress=not args.no_progress,
-        robust=dataclasses.replace(d.robust, attack=args.robust_attack, beta=args.robust_beta),
-        robust_start=args.robust_start,
-        attack=dataclasses.replace(d.attack, pgd_steps=args.pgd_steps,
-                                   threshold=args.threshold))
+    cfg = dataclasses.replace(
+        config_from_args(args, DemoConfig, d),
+        robust=config_from_args(args, RobustConfig, d.robust, name="robust"),
+        attack=config_from_args(args, AttackConfig, d.attack, name="attack"))
+    if cfg.threads == 0:  # 0: torch's default
+        cfg = dataclasses.replace(cfg, threads=None)
     run_demo(args.out, cfg)
     return 0

@@ -32,12 +32,9 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    import torch
-
     from fastfn.evaluation.lesions import evaluate_lesions
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from fastfn.train.distributed import resolve_device
+    device = resolve_device(args.device)
     if args.name is not None and len(args.name) != len(args.ckpt):
         raise ValueError(f"--name given {len(args.name)} times for {len(args.ckpt)} --ckpt")
     result = evaluate_lesions(args.ckpt, args.data, args.out, annotations=args.annotations,

@@ -100,15 +100,15 @@ def register(sub) -> None:
                    help="PNG panels (target, zero-filled, recon, error) per validation")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     g.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
+    from fastfn.cli.config_flags import add_config_flags
+    from fastfn.train.robust import RobustConfig
     g = p.add_argument_group("robust (FNAF) training", "per step: clean loss + beta x the loss on "
-                             "adversarial features (fastfn.train.robust; more keys via --set robust.KEY=V)")
+                             "adversarial features (fastfn.train.robust.RobustConfig); each --robust-* "
+                             "flag implies --robust")
     g.add_argument("--robust", action="store_true", default=None,
                    help="train robustly against false-negative adversarial features")
-    g.add_argument("--robust-attack", choices=("random", "pgd"),
-                   help="random features (the authors' form) or a few PGD steps from random starts "
-                        "(the inner maximisation); implies --robust")
-    g.add_argument("--robust-beta", type=float, metavar="B",
-                   help="weight of the adversarial term; implies --robust")
+    add_config_flags(g, RobustConfig, prefix="robust-", name="robust",
+                     aliases={"method": ["--robust-attack"]})
     p.set_defaults(func=run)
 
 
@@ -145,10 +145,9 @@ def build_config(args: argparse.Namespace):
         overrides["progress"] = False
     if args.no_tensorboard:
         overrides["tensorboard"] = False
-    if args.robust_attack is not None:
-        overrides["robust.attack"] = args.robust_attack
-    if args.robust_beta is not None:
-        overrides["robust.beta"] = args.robust_beta
+    from fastfn.cli.config_flags import config_overrides
+    for key, value in config_overrides(args, "robust").items():
+        overrides[f"robust.{key}"] = list(value) if isinstance(value, tuple) else value
     cfg = load_config(config, overrides)
     if args.robust and cfg.robust is None:  # --robust alone: the default robust settings
         from fastfn.train.robust import RobustConfig

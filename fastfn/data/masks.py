@@ -278,3 +278,25 @@ def parse_mask_spec(spec: str, seed: Optional[int] = None) -> MaskFunc:
         accelerations.append(int(acc) if acc.is_integer() else acc)
         fractions.append(float(m.group(2)))
     return MASK_TYPES[kind](fractions, accelerations, seed=seed)
+
+
+def split_mask_specs(text: str) -> list[str]:
+    """``"random:4x@0.08,random:8x@0.04"`` -> ``["random:4x@0.08", "random:8x@0.04"]``.
+
+    A new setting starts at each ``KIND:``; pairs without a kind
+    (``"random:4x@0.08,8x@0.04"``) stay together as one mixed mask function.
+    """
+    groups: list[list[str]] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if re.match(r"^[A-Za-z_]+\s*:", piece):
+            groups.append([piece])
+        elif groups:
+            groups[-1].append(piece)
+        else:
+            raise ValueError(f"--masks {text!r}: {piece!r} has no mask kind; write e.g. "
+                             f"random:4x@0.08,random:8x@0.04")
+    if not groups:
+        raise ValueError(f"--masks: no mask setting in {text!r}; e.g. random:4x@0.08,random:8x@0.04")
+    return [",".join(g) for g in groups]

@@ -32,7 +32,7 @@ GENERATOR_VERSION = 2
 ANNOTATED = {"medial_meniscus": "Meniscus", "lateral_meniscus": "Meniscus",
              "femoral_cartilage": "Cartilage", "tibial_cartilage": "Cartilage"}
 
-__all__ = ["write_synthetic_dataset", "default_data", "annotation_rows", "write_annotation_csv",
+__all__ = ["write_synthetic_dataset", "default_data", "annotation_rows",
            "cache_dir", "LABELS", "GENERATOR_VERSION"]
 
 

@@ -6,7 +6,7 @@ Stages (each with its own progress bar):
 2. train a standard U-Net (L1) for ``steps`` steps;
 3. train a robust U-Net with the same budget (same steps, batches, optimiser) and
    the FNAF term of :mod:`fastfn.train.robust`;
-4. evaluate both with :func:`fastfn.evaluation.robustness.evaluate_robustness`
+4. evaluate both with :func:`fastfn.evaluation.protocol.evaluate_robustness`
    (clean metrics, random search and gradient attack on the same slices and
    feature draws) and :func:`fastfn.evaluation.lesions.evaluate_lesions` (error
    inside the synthetic data's annotated menisci and cartilage) and write the report.
@@ -27,37 +27,52 @@ from typing import Any, Callable
 
 import torch
 
-from fastfn.fileio import atomic_write_bytes, to_plain
-
-from fastfn.evaluation.robustness import (AttackSettings, evaluate_robustness, fn_rate_at,
-                                          split_mask_specs)
-
-#: METHOD.md's default false-negative threshold, reported beside the demo's own.
-METHOD_THRESHOLD = 1e-3
+from fastfn.attack import AttackConfig, FeatureConfig
+from fastfn.configs import as_plain
+from fastfn.data import split_mask_specs
+from fastfn.data.synthetic import default_data
+from fastfn.evaluation.lesions import evaluate_lesions
+from fastfn.evaluation.protocol import evaluate_robustness, fn_rate_at
+from fastfn.fileio import atomic_write_bytes
+from fastfn.models import build_model
+from fastfn.train.config import DataConfig, OptimConfig, TrainConfig
+from fastfn.train.data import build_loaders
+from fastfn.train.distributed import resolve_device
 from fastfn.train.robust import RobustConfig, make_robust_loss
+from fastfn.train.trainer import Trainer, seed_everything
+
+#: docs/METHOD.md's default false-negative threshold, reported beside the demo's own.
+METHOD_THRESHOLD = 1e-3
 
 
 @dataclass
 class DemoConfig:
-    """Scale of the demo; the defaults took 6 minutes on a 2-core CPU (docs/ROBUSTNESS.md).
+    """Scale and budget of the demo (run times of the defaults: docs/ROBUSTNESS.md).
 
     Attributes:
         size: k-space matrix and image size of the synthetic slices.
-        train_volumes, val_volumes, slices: synthetic set sizes (slices per volume).
-        chans, pools: U-Net width and depth.
-        steps, batch_size, lr: training budget, identical for both models.
-        mask: training mask; eval_masks: evaluation settings (comma-separated).
+        train_volumes: synthetic training volumes.
+        val_volumes: synthetic validation volumes (the attacked slices come from them).
+        slices: slices per synthetic volume.
+        chans: U-Net channels of the first level.
+        pools: U-Net pooling layers.
+        steps: training steps per model (the same budget for both).
+        batch_size: training batch size (both models).
+        lr: Adam learning rate (both models).
+        mask: training mask.
+        eval_masks: evaluation mask settings (comma-separated, each with its kind).
         eval_slices: validation slices attacked per mask.
-        robust: robust training settings (its ``seed`` differs from the evaluation's).
+        robust: robust training settings (its attack's ``seed`` differs from the evaluation's).
         robust_start: fraction of ``steps`` the robust U-Net trains clean before its
-            adversarial term switches on (sets ``robust.start_step``; 0: robust from
-            the first step). The same total budget either way.
-        attack: the evaluation attack budget.
+            adversarial term switches on (sets ``robust.start_step``; 0: robust from the
+            first step). The same total budget either way.
+        attack: the evaluation attack budget and features (its ``method`` is set per attack).
         device: "auto", "cpu" or "cuda".
-        threads: CPU threads of torch (None: torch's default). 1 by default: the
-            demo's small convolutions gain little from more threads, and on a CPU
-            shared with other busy processes 2 threads ran 9x slower than 1 here
-            (OpenMP spin-waiting).
+        threads: CPU threads of torch (None: torch's default). 1 by default: the demo's
+            small convolutions gain little from more threads, and on a CPU shared with
+            other busy processes more threads are much slower (OpenMP spin-waiting).
+        seed: seed of the weights and the training masks.
+        progress: progress bars.
     """
     size: int = 128
     train_volumes: int = 8
@@ -72,22 +87,17 @@ class DemoConfig:
     eval_masks: str = "random:4x@0.08"
     eval_slices: int = 32
     robust: RobustConfig = field(default_factory=lambda: RobustConfig(
-        attack="pgd", beta=0.1, size=(5, 15), restarts=1, pgd_steps=2, pgd_step_size=0.25,
-        seed=12345))
+        attack=AttackConfig(features=FeatureConfig(size=(5, 15)), method="pgd", random_restarts=1,
+                            pgd_restarts=1, pgd_steps=2, pgd_step_size=0.25, seed=12345),
+        beta=0.1))
     robust_start: float = 0.5
-    attack: AttackSettings = field(default_factory=lambda: AttackSettings(
-        size=(10, 10), random_restarts=11, pgd_restarts=4, pgd_steps=5, pgd_step_size=0.2,
-        threshold=0.2))
+    attack: AttackConfig = field(default_factory=lambda: AttackConfig(
+        features=FeatureConfig(size=(10, 10)), random_restarts=11, pgd_restarts=4, pgd_steps=5,
+        pgd_step_size=0.2, threshold=0.2))
     device: str = "auto"
     threads: int | None = 1
     seed: int = 0
     progress: bool = True
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def robust_start_step(cfg: DemoConfig) -> int:
@@ -99,7 +109,6 @@ def robust_start_step(cfg: DemoConfig) -> int:
 
 def synthetic_folders(cfg: DemoConfig) -> tuple[Path, Path]:
     """(train, val) folders of the synthetic set at the demo's scale (cached)."""
-    from fastfn.data.synthetic import default_data
     train = default_data("train", size=cfg.size, volumes=cfg.train_volumes, slices=cfg.slices)
     val = default_data("val", size=cfg.size, volumes=cfg.val_volumes, slices=cfg.slices)
     return train, val
@@ -109,8 +118,6 @@ def _loaders(train: Path, val: Path, cfg: DemoConfig):
     """The trainer's own loaders over the demo's folders: training masks fresh per slice
     and epoch, drawn from (seed, epoch, slice, file), so both models see the same masks
     and a rerun the same numbers; validation masks fixed per volume."""
-    from fastfn.train.config import DataConfig
-    from fastfn.train.data import build_loaders
     data = DataConfig(train=str(train), val=str(val), mask=cfg.mask, batch_size=cfg.batch_size)
     train_loader, val_loader, _ = build_loaders(data, multicoil=False, seed=cfg.seed)
     return train_loader, val_loader
@@ -119,13 +126,10 @@ def _loaders(train: Path, val: Path, cfg: DemoConfig):
 def train_unet(name: str, out: Path, cfg: DemoConfig, train_data: Any, val_data: Any,
                extra_loss: Callable | None) -> dict[str, Any]:
     """Train one U-Net; returns its checkpoint path, validation metrics and time."""
-    from fastfn.models import build_model
-    from fastfn.train.config import DataConfig, OptimConfig, TrainConfig
-    from fastfn.train.trainer import Trainer, seed_everything
     model_config = {"chans": cfg.chans, "num_pool_layers": cfg.pools}
     tcfg = TrainConfig(model="unet", model_config=model_config, steps=cfg.steps,
                        val_every=cfg.steps, log_every=max(1, min(10, cfg.steps // 20)), seed=cfg.seed,
-                       device=str(_device(cfg.device)), panels=2, tensorboard=False,
+                       device=str(resolve_device(cfg.device)), panels=2, tensorboard=False,
                        progress=cfg.progress, optim=OptimConfig(lr=cfg.lr),
                        data=DataConfig(mask=cfg.mask, batch_size=cfg.batch_size))
     seed_everything(cfg.seed)  # both models start from the same weights
@@ -144,17 +148,10 @@ def train_unet(name: str, out: Path, cfg: DemoConfig, train_data: Any, val_data:
             "seconds_per_step": seconds / max(cfg.steps, 1)}
 
 
-def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None, *, engine: Any = None
-             ) -> dict[str, Any]:
-    """Run the whole demo into ``out``; returns (and writes) ``summary.json``'s content.
-
-    ``engine``: the feature-search engine object (default: :mod:`fastfn.attack`).
-    """
+def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None) -> dict[str, Any]:
+    """Run the whole demo into ``out``; returns (and writes) ``summary.json``'s content."""
     cfg = cfg or DemoConfig()
     robust_start_step(cfg)  # a bad fraction fails before any training
-    if engine is None:
-        from fastfn.train.robust import default_engine
-        engine = default_engine()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(out)
@@ -169,17 +166,16 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None, *, engine:
     std = train_unet("standard", out, cfg, train_data, val_data, None)
     print("[demo] 3/4 robust training", flush=True)
     robust = dataclasses.replace(cfg.robust, start_step=robust_start_step(cfg))
-    rob = train_unet("robust", out, cfg, train_data, val_data, make_robust_loss(robust, engine=engine))
+    rob = train_unet("robust", out, cfg, train_data, val_data, make_robust_loss(robust))
 
     print("[demo] 4/4 attacking both models", flush=True)
     report = evaluate_robustness(
         [std["checkpoint"], rob["checkpoint"]], val_dir, cfg.eval_masks, out / "evaluation",
-        settings=cfg.attack, max_slices=cfg.eval_slices, batch_size=max(cfg.batch_size, 4),
-        device=_device(cfg.device), progress=cfg.progress, names=["standard", "robust"], engine=engine)
-    from fastfn.evaluation.lesions import evaluate_lesions
+        attack=cfg.attack, max_slices=cfg.eval_slices, batch_size=max(cfg.batch_size, 4),
+        device=resolve_device(cfg.device), progress=cfg.progress, names=["standard", "robust"])
     lesions = evaluate_lesions([std["checkpoint"], rob["checkpoint"]], val_dir, out / "evaluation",
                                mask=split_mask_specs(cfg.eval_masks)[0],
-                               names=["standard", "robust"], device=_device(cfg.device))
+                               names=["standard", "robust"], device=resolve_device(cfg.device))
     summary = summarize(report, std, rob, cfg, time.perf_counter() - t_start, out)
     summary["lesions"] = {label: {m: v["nmse_pooled"] for m, v in per_model.items()}
                           for label, per_model in lesions["labels"].items()}
@@ -225,7 +221,7 @@ def summarize(report: dict[str, Any], std: dict[str, Any], rob: dict[str, Any], 
         "train_seconds": {"standard": std["train_seconds"], "robust": rob["train_seconds"]},
         "n_slices": s["pgd"]["n_slices"],
         "wall_seconds": seconds,
-        "config": to_plain(dataclasses.asdict(cfg)),
+        "config": as_plain(cfg),
         "report": str(out / "evaluation" / "robustness.md"),
         "figures": [str(out / "evaluation" / f) for f in report["figures"]],
     }

@@ -16,6 +16,8 @@ from fastfn.models.base import (ImageDomainReconstructor, Reconstructor, center_
 from fastfn.models.cascade import CascadeNet
 from fastfn.models.unet import Unet, UnetReconstructor
 from fastfn.models.varnet import VarNet
+from fastfn.models.fastmri_compat import FastmriUnet, FastmriVarNet, fastmri_kind, from_fastmri, to_fastfn
+from fastfn.models.weights import RELEASED, WeightsError, load_weights, released_config, to_fastmri_state_dict
 
 
 @dataclass
@@ -105,4 +107,6 @@ __all__ = [
     "MODEL_NAMES", "CONFIGS", "UnetConfig", "CascadeConfig", "VarNetConfig",
     "Unet", "UnetReconstructor", "CascadeNet", "VarNet",
     "center_crop", "rss", "zero_filled_magnitude",
+    "from_fastmri", "to_fastfn", "fastmri_kind", "FastmriUnet", "FastmriVarNet",
+    "load_weights", "released_config", "to_fastmri_state_dict", "RELEASED", "WeightsError",
 ]

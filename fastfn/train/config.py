@@ -7,18 +7,16 @@ not a silently ignored setting.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fastfn.fileio import atomic_write_bytes, to_plain
-
-from fastfn.train.robust import RobustConfig
+from fastfn.configs import as_plain, from_plain
+from fastfn.fileio import atomic_write_bytes
+from fastfn.train.robust import LEGACY_KEYS, RobustConfig
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine")
@@ -141,12 +139,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists): YAML- and weights_only-safe."""
-        return to_plain(dataclasses.asdict(self))
+        return as_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> "TrainConfig":
-        """Build from a nested dict; unknown keys raise KeyError naming ``source`` and key."""
-        return _build(cls, d, source, prefix="")
+        """Build from a nested dict; unknown keys raise KeyError naming ``source`` and key.
+        Robust settings in the flat layout of older versions are migrated
+        (:meth:`RobustConfig.migrate`)."""
+        return from_plain(cls, d, source=source)
 
     def replace(self, overrides: dict[str, Any], *, source: str = "override") -> "TrainConfig":
         """A copy with dotted-key overrides applied, e.g. ``{"optim.lr": 3e-4}``."""
@@ -171,6 +171,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping at top level, "
                              f"got {type(loaded).__name__}")
+        if isinstance(loaded.get("robust"), dict):
+            loaded["robust"] = RobustConfig.migrate(loaded["robust"])
         _merge(d, loaded, source=str(path), prefix="")
     cfg = TrainConfig.from_dict(d, source=str(path) if path else "config")
     return cfg.replace(overrides, source="--set") if overrides else cfg
@@ -197,12 +199,21 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def set_dotted(d: dict[str, Any], key: str, value: Any, *, source: str) -> None:
     """Set ``d["a"]["b"] = value`` for key ``"a.b"``; the path must exist except inside
-    ``model_config`` (free-form: the model's own config dataclass checks it)."""
+    ``model_config`` (free-form: the model's own config dataclass checks it). Robust keys
+    of the flat layout of older versions (``robust.pgd_steps``, ``robust.attack=pgd``) are
+    set where they live now."""
     parts = key.split(".")
+    if parts[0] == "robust":
+        if d.get("robust") is None:
+            d["robust"] = as_plain(RobustConfig())  # switched on by this key
+        if len(parts) == 2 and parts[1] in LEGACY_KEYS:
+            for path in LEGACY_KEYS[parts[1]]:
+                set_dotted(d, f"robust.{path}", value, source=source)
+            return
+        if parts[1:] == ["attack"] and isinstance(value, str):
+            parts = ["robust", "attack", "method"]
     node = d
     for i, part in enumerate(parts[:-1]):
-        if i == 0 and part == "robust" and node.get(part) is None:
-            node[part] = to_plain(dataclasses.asdict(RobustConfig()))  # switched on by this key
         if part not in node or not isinstance(node[part], dict):
             raise KeyError(f"{source}: unknown config key {'.'.join(parts[:i + 1])!r}")
         node = node[part]
@@ -225,53 +236,3 @@ def _merge(base: dict[str, Any], new: dict[str, Any], *, source: str, prefix: st
             _merge(base[key], value, source=source, prefix=f"{dotted}.")
         else:
             base[key] = value
-
-
-
-def _build(cls: type, d: dict[str, Any], source: str, prefix: str) -> Any:
-    if not isinstance(d, dict):
-        raise ValueError(f"{source}: config key {prefix.rstrip('.') or '<root>'!r} "
-                         f"must be a mapping, got {d!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise KeyError(f"{source}: unknown config key {prefix + sorted(unknown)[0]!r}")
-    kwargs = {}
-    for name, value in d.items():
-        kwargs[name] = _coerce(hints[name], value, source, prefix + name)
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
-    """Check (and gently convert: int -> float, list -> tuple) a value against its hint."""
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, source, key + ".")
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union or (origin is not None and type(None) in args):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, source, key)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{source}: config key {key!r} must be a mapping, got {value!r}")
-        return dict(value)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ValueError(f"{source}: config key {key!r} must be a list of {len(args)} "
-                             f"numbers, got {value!r}")
-        return tuple(_coerce(a, v, source, key) for a, v in zip(args, value))
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-3" (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    if tp is Any:
-        return value
-    raise ValueError(f"{source}: config key {key!r} must be {getattr(tp, '__name__', tp)}, "
-                     f"got {value!r}")

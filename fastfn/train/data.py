@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fastfn.seeding import derive_seed, seeded_generator
+
 if TYPE_CHECKING:
     from fastfn.train.config import DataConfig
 
@@ -30,7 +32,7 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:
             return iter(range(self.n))
-        g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+        g = seeded_generator(derive_seed(self.epoch, (self.seed, 1)))  # the epoch is the base stream
         return iter(torch.randperm(self.n, generator=g).tolist())
 
     def __len__(self) -> int:
