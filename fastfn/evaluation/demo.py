@@ -201,18 +201,8 @@ def summarize(report: dict[str, Any], std: dict[str, Any], rob: dict[str, Any], 
     return {
         "mask": spec,
         "fn_threshold": cfg.attack.threshold,
-        "standard": {"clean": s["clean"]["mean"], "fn_rate_pgd": fn_s,
-                     "fn_rate_pgd_ci95": s["pgd"]["fn_rate_ci95"],
-                     "fn_rate_random": s["random"]["fn_rate"],
-                     "median_worst_nmse_pgd": s["pgd"]["median_worst_nmse"],
-                     "fn_rate_pgd_at_1e-3": fn_rate_at(s["pgd"], METHOD_THRESHOLD),
-                     "fn_rate_random_at_1e-3": fn_rate_at(s["random"], METHOD_THRESHOLD)},
-        "robust": {"clean": b["clean"]["mean"], "fn_rate_pgd": fn_r,
-                   "fn_rate_pgd_ci95": b["pgd"]["fn_rate_ci95"],
-                   "fn_rate_random": b["random"]["fn_rate"],
-                   "median_worst_nmse_pgd": b["pgd"]["median_worst_nmse"],
-                   "fn_rate_pgd_at_1e-3": fn_rate_at(b["pgd"], METHOD_THRESHOLD),
-                   "fn_rate_random_at_1e-3": fn_rate_at(b["random"], METHOD_THRESHOLD)},
+        "standard": _model_summary(s),
+        "robust": _model_summary(b),
         "targets": {"fn_rate_pgd_at_most_half": bool(fn_r <= 0.5 * fn_s) if fn_s > 0 else None,
                     "clean_ssim_drop_at_most_0.01": bool(ssim_s - ssim_r <= 0.01),
                     "clean_ssim_drop": ssim_s - ssim_r},
@@ -225,6 +215,15 @@ def summarize(report: dict[str, Any], std: dict[str, Any], rob: dict[str, Any], 
         "report": str(out / "evaluation" / "robustness.md"),
         "figures": [str(out / "evaluation" / f) for f in report["figures"]],
     }
+
+
+def _model_summary(r: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of one model in the protocol's report."""
+    return {"clean": r["clean"]["mean"], "fn_rate_pgd": r["pgd"]["fn_rate"],
+            "fn_rate_pgd_ci95": r["pgd"]["fn_rate_ci95"], "fn_rate_random": r["random"]["fn_rate"],
+            "median_worst_nmse_pgd": r["pgd"]["median_worst_nmse"],
+            "fn_rate_pgd_at_1e-3": fn_rate_at(r["pgd"], METHOD_THRESHOLD),
+            "fn_rate_random_at_1e-3": fn_rate_at(r["random"], METHOD_THRESHOLD)}
 
 
 def _robust_overhead(std: dict[str, Any], rob: dict[str, Any], cfg: DemoConfig) -> float:
