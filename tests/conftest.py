@@ -4,6 +4,9 @@ Nothing here touches CUDA at import time.
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,28 @@ def one_thread_per_module():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fastmri():
+    """fastMRI's package with its models and transforms importable.
+
+    ``fastmri/data/__init__.py`` imports the dataset module (pandas, requests), which
+    these tests do not use: without those packages the ``fastmri.data`` package is
+    registered without running its ``__init__``, so its submodules import on their own.
+    """
+    spec = importlib.util.find_spec("fastmri")
+    if spec is None:
+        pytest.skip("the fastmri package is not installed (pip install --no-deps fastmri==0.3.0)")
+    import fastmri as fm
+    try:
+        import fastmri.data  # noqa: F401
+    except ImportError:
+        pkg = types.ModuleType("fastmri.data")
+        pkg.__path__ = [str(Path(fm.__file__).parent / "data")]
+        sys.modules["fastmri.data"] = pkg
+        fm.data = pkg
+    import fastmri.data.subsample  # noqa: F401
+    import fastmri.data.transforms  # noqa: F401
+    import fastmri.models  # noqa: F401
+    return fm

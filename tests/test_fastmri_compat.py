@@ -39,31 +39,6 @@ SMALL_UNET = dict(chans=8, num_pool_layers=2)
 SMALL_VARNET = dict(num_cascades=2, chans=4, pools=2, sens_chans=2, sens_pools=2)
 
 
-@pytest.fixture(scope="module")
-def fastmri():
-    """fastMRI's package with its models and transforms importable.
-
-    ``fastmri/data/__init__.py`` imports the dataset module (pandas, requests), which
-    these tests do not use: without those packages the ``fastmri.data`` package is
-    registered without running its ``__init__``, so its submodules import on their own.
-    """
-    spec = importlib.util.find_spec("fastmri")
-    if spec is None:
-        pytest.skip("the fastmri package is not installed (pip install --no-deps fastmri==0.3.0)")
-    import fastmri as fm
-    try:
-        import fastmri.data  # noqa: F401
-    except ImportError:
-        pkg = types.ModuleType("fastmri.data")
-        pkg.__path__ = [str(Path(fm.__file__).parent / "data")]
-        sys.modules["fastmri.data"] = pkg
-        fm.data = pkg
-    import fastmri.data.subsample  # noqa: F401
-    import fastmri.data.transforms  # noqa: F401
-    import fastmri.models  # noqa: F401
-    return fm
-
-
 def np_fft2c(x: np.ndarray) -> np.ndarray:
     ax = (-2, -1)
     return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), norm="ortho"), axes=ax)

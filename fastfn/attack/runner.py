@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -37,7 +37,8 @@ def batch_seed(seed: int, batch_index: int) -> int:
 
 def attack_dataset(model: nn.Module, batches: Iterable[Mapping[str, Any]], cfg: AttackConfig,
                    device: str | torch.device = "cpu", keep_worst: int = 0,
-                   max_slices: int | None = None, progress: Any = None) -> dict[str, Any]:
+                   max_slices: int | None = None, progress: Any = None, *,
+                   rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Run the attack over ``batches`` (batch dicts of the architecture contract).
 
     Args:
@@ -47,22 +48,30 @@ def attack_dataset(model: nn.Module, batches: Iterable[Mapping[str, Any]], cfg: 
         device: where the search runs.
         keep_worst: keep images of the K worst slices for the report's panels
             (one extra, untimed model forward per batch when > 0).
-        max_slices: stop after this many slices.
+        max_slices: stop after this many slices (counted over all ranks).
         progress: optional object with ``update(n)`` (e.g. tqdm).
+        rank, world_size: this process's share of a sharded run: it attacks batches
+            ``b`` with ``b % world_size == rank`` of the same batch sequence every rank
+            iterates, each with the seed of its global index ``b``, so the union of the
+            ranks' results (:func:`merge_results`) is the single-process result.
 
-    Returns a dict: ``records`` (one dict per slice: fname, slice, worst_nmse,
+    Returns a dict: ``records`` (one dict per slice: batch, fname, slice, worst_nmse,
     info_mse, info_preserved, fn, feature rows/cols/values), ``summary`` (see
     :func:`fastfn.attack.report.summarize`), ``worst`` (list of image dicts for panels).
     """
-    from fastfn.attack.report import summarize
+    if not 0 <= rank < world_size:
+        raise ValueError(f"attack_dataset: rank {rank} outside world size {world_size}")
     device = torch.device(device)
     model = model.to(device)
     records: list[dict[str, Any]] = []
     worst: list[dict[str, Any]] = []
-    seconds, evals, n_features = 0.0, 0, 0
+    seconds, evals, n_features, seen = 0.0, 0, 0, 0
     for b, batch in enumerate(batches):
-        if max_slices is not None and len(records) >= max_slices:
+        if max_slices is not None and seen >= max_slices:
             break
+        first, seen = seen, seen + len(batch["fname"])
+        if b % world_size != rank:
+            continue
         batch = _to(batch, device)
         g = seeded_generator(batch_seed(cfg.seed, b), device)
         _sync(device)
@@ -75,12 +84,16 @@ def attack_dataset(model: nn.Module, batches: Iterable[Mapping[str, Any]], cfg: 
         n_features += N * cfg.restarts
         host = {k: r[k].detach().cpu() for k in ("worst_nmse", "info_mse", "info_preserved", "fn", "index", "values")}
         w = r["target"].shape[-1]
+        start = len(records)
         for j in range(N):
+            if max_slices is not None and first + j >= max_slices:
+                break
             idx = host["index"][j]
             keep = idx >= 0
             records.append({
-                "fname": str(batch["fname"][j]) if "fname" in batch else f"batch{b}",
-                "slice": int(batch["slice"][j]) if "slice" in batch else j,
+                "batch": b,
+                "fname": str(batch["fname"][j]),
+                "slice": int(batch["slice"][j]),
                 "worst_nmse": float(host["worst_nmse"][j]),
                 "info_mse": float(host["info_mse"][j]),
                 "info_preserved": bool(host["info_preserved"][j]),
@@ -90,17 +103,30 @@ def attack_dataset(model: nn.Module, batches: Iterable[Mapping[str, Any]], cfg: 
                 "feature_values": [round(float(v), 7) for v in host["values"][j][keep]],
             })
         if keep_worst > 0:
-            worst = _keep_worst(model, batch, r, worst, keep_worst, records[-N:])
+            worst = _keep_worst(model, batch, r, worst, keep_worst, records[start:])
         if progress is not None:
             progress.update(N)
-    if max_slices is not None:
-        records = records[:max_slices]
+    part = {"records": records, "worst": worst, "seconds": seconds, "evals": evals,
+            "features": n_features, "world_size": world_size}
+    return merge_results([part], cfg, device, keep_worst) if world_size == 1 else part
+
+
+def merge_results(parts: Sequence[Mapping[str, Any]], cfg: AttackConfig, device: torch.device | str,
+                  keep_worst: int = 0) -> dict[str, Any]:
+    """The result of a whole run from the parts of its ranks (each :func:`attack_dataset`
+    with its ``rank``): records in the single-process order, the summary, the worst cases.
+    Times are the slowest rank's (the wall time of the run)."""
+    from fastfn.attack.report import summarize
+    records = sorted((r for p in parts for r in p["records"]), key=lambda r: r["batch"])
+    worst = sorted((w for p in parts for w in p["worst"]), key=lambda c: -c["worst_nmse"])[:keep_worst]
+    seconds = max(p["seconds"] for p in parts)
+    evals = sum(p["evals"] for p in parts)
     summary = summarize(records, cfg.threshold)
     summary.update({"method": cfg.method, "model_evals": evals, "attack_seconds": seconds,
-                    "features_evaluated": n_features,
+                    "features_evaluated": sum(p["features"] for p in parts),
                     "features_per_second": evals / seconds if seconds > 0 else math.nan,
                     "slices_per_second": len(records) / seconds if seconds > 0 else math.nan,
-                    "config": cfg.to_dict(), "device": str(device)})
+                    "config": cfg.to_dict(), "device": str(device), "world_size": len(parts)})
     return {"records": records, "summary": summary, "worst": worst}
 
 
@@ -110,7 +136,7 @@ def _keep_worst(model: nn.Module, batch: Mapping[str, Any], r: Mapping[str, torc
     """Merge this batch's winners into the K worst cases, with the images for a panel."""
     floor = min((c["worst_nmse"] for c in worst), default=-math.inf) if len(worst) >= k else -math.inf
     order = torch.argsort(r["worst_nmse"], descending=True).tolist()
-    pick = [j for j in order if float(r["worst_nmse"][j]) > floor][:k]
+    pick = [j for j in order if j < len(recs) and float(r["worst_nmse"][j]) > floor][:k]
     if not pick:
         return worst
     sel = torch.tensor(pick, device=r["target"].device)

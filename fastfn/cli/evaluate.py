@@ -17,8 +17,6 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: per-volume NMSE/PSNR/SSIM vs zero-filled",
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, type=Path, metavar="PT",
-                   help="checkpoint, e.g. RUN/best.pt")
     p.add_argument("--data", metavar="DIR",
                    help="folder (or file) of fastMRI .h5 volumes; default: the synthetic "
                         "default data (see --split) at the checkpoint's training settings")
@@ -37,13 +35,18 @@ def register(sub) -> None:
     p.add_argument("--panels", type=int, default=0, metavar="N",
                    help="write PNG panels of the first N slices")
     p.add_argument("--max-batches", type=int, metavar="N", help="evaluate at most N batches")
+    from fastfn.cli.model_args import add_model_args
+    add_model_args(p, several=False)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastfn.cli.model_args import contamination_note, model_sources
     from fastfn.evaluation.checkpoint import evaluate_checkpoint
 
-    report = evaluate_checkpoint(args.ckpt, args.out, data=args.data, mask=args.mask,
+    (source,) = model_sources(args)
+    note = contamination_note(args, args.data)
+    report = evaluate_checkpoint(source, args.out, warnings=[note] if note else [], data=args.data, mask=args.mask,
                                  split=args.split, crop_size=args.crop_size,
                                  batch_size=args.batch_size, num_workers=args.num_workers,
                                  device=args.device, panels=args.panels,
@@ -53,5 +56,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'':12s} {'NMSE':>9s} {'PSNR':>8s} {'SSIM':>7s}")
     for name, r in (("model", m), ("zero-filled", z)):
         print(f"{name:12s} {r['nmse']:9.5f} {r['psnr']:8.2f} {r['ssim']:7.4f}")
+    if note:
+        print(f"warning: {note}")
     print(f"wrote {args.out / 'metrics.json'}")
     return 0

@@ -12,9 +12,6 @@ def register(sub) -> None:
                     "the NMSE (and SSIM for boxes of at least 7x7 pixels) inside the boxes per "
                     "label. Writes lesions.json and lesions.md into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", action="append", required=True, metavar="PATH",
-                   help="checkpoint of a model (repeat for several models)")
-    p.add_argument("--name", action="append", default=None, help="display name per --ckpt")
     p.add_argument("--annotations", default=None,
                    help="annotation CSV (default: DATA/annotations.csv)")
     p.add_argument("--data", default=None,
@@ -25,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output folder")
+    from fastfn.cli.model_args import add_model_args
+    add_model_args(p, several=True)
     p.set_defaults(func=run)
 
 
@@ -35,9 +34,11 @@ def run(args) -> int:
     from fastfn.evaluation.lesions import evaluate_lesions
     from fastfn.train.distributed import resolve_device
     device = resolve_device(args.device)
-    if args.name is not None and len(args.name) != len(args.ckpt):
-        raise ValueError(f"--name given {len(args.name)} times for {len(args.ckpt)} --ckpt")
-    result = evaluate_lesions(args.ckpt, args.data, args.out, annotations=args.annotations,
+    from fastfn.cli.model_args import model_sources
+    models = model_sources(args)
+    if args.name is not None and len(args.name) != len(models):
+        raise ValueError(f"--name given {len(args.name)} times for {len(models)} models (--ckpt, --weights)")
+    result = evaluate_lesions(models, args.data, args.out, annotations=args.annotations,
                               mask=args.mask, y_origin=args.y_origin, names=args.name,
                               batch_size=args.batch_size, device=device)
     print((Path(args.out) / "lesions.md").read_text())

@@ -6,6 +6,7 @@ import argparse
 
 def register(sub) -> None:
     from fastfn.cli.config_flags import add_config_flags
+    from fastfn.cli.model_args import add_model_args
     from fastfn.evaluation.protocol import DEFAULT_ATTACK
     p = sub.add_parser(
         "evaluate-robustness", help="clean metrics and false-negative rates of several models",
@@ -15,10 +16,6 @@ def register(sub) -> None:
                     "slices and feature draws for every model. Writes robustness.json, "
                     "robustness.md and PNG figures into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", action="append", required=True, metavar="PATH",
-                   help="checkpoint of a model (repeat for several models)")
-    p.add_argument("--name", action="append", default=None, metavar="NAME",
-                   help="display name per --ckpt, in the same order")
     p.add_argument("--data", default=None,
                    help="folder of fastMRI .h5 files (default: the synthetic validation set)")
     p.add_argument("--masks", default="random:4x@0.08,random:8x@0.04",
@@ -29,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_args(p, several=True)
     add_config_flags(p, type(DEFAULT_ATTACK), defaults=DEFAULT_ATTACK, skip=("method",),
                      aliases={"random_restarts": ["--restarts"]},
                      title="attack budget and features (fastfn.attack.AttackConfig)")
@@ -39,17 +37,27 @@ def run(args) -> int:
     from pathlib import Path
 
     from fastfn.cli.config_flags import config_from_args
+    from fastfn.cli.model_args import contamination_note, model_sources
     from fastfn.evaluation.protocol import DEFAULT_ATTACK, evaluate_robustness
-    from fastfn.train.distributed import resolve_device
-    if args.name is not None and len(args.name) != len(args.ckpt):
-        raise ValueError(f"--name given {len(args.name)} times for {len(args.ckpt)} --ckpt")
+    from fastfn.train.distributed import cleanup, init_distributed
+    models = model_sources(args)
+    if args.name is not None and len(args.name) != len(models):
+        raise ValueError(f"--name given {len(args.name)} times for {len(models)} models (--ckpt, --weights)")
     attack = config_from_args(args, type(DEFAULT_ATTACK), DEFAULT_ATTACK)
-    report = evaluate_robustness(
-        args.ckpt, args.data, args.masks, args.out, attack=attack,
-        attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
-        max_slices=args.max_slices or None, batch_size=args.batch_size,
-        device=resolve_device(args.device), progress=not args.no_progress, names=args.name)
+    note = contamination_note(args, args.data)
+    dist = init_distributed(args.device)
+    try:
+        report = evaluate_robustness(
+            models, args.data, args.masks, args.out, attack=attack,
+            attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
+            max_slices=args.max_slices or None, batch_size=args.batch_size,
+            device=dist.device, progress=not args.no_progress, names=args.name,
+            dist=dist if dist.distributed else None, warnings=[note] if note else [])
+    finally:
+        cleanup()
+    if report is None:  # a rank other than 0 of a torchrun launch
+        return 0
     print((Path(args.out) / "robustness.md").read_text())
     print(f"wrote {Path(args.out) / 'robustness.json'}, robustness.md and "
-          f"{len(report['figures'])} figures")
+          f"{len(report['figures'])} figures ({report['world_size']} process(es))")
     return 0

@@ -55,6 +55,10 @@ def register(sub) -> None:
                    metavar="KEY=VALUE",
                    help="a keyword of the model's config dataclass, e.g. chans=16 "
                         "num_pool_layers=3 (unet), num_cascades=5 (cascade) (repeatable)")
+    g.add_argument("--init-from", metavar="PATH",
+                   help="start from these weights: a fastfn checkpoint, fastMRI's released state "
+                        "dicts or a Lightning .ckpt of fastMRI's scripts (fine-tune, e.g. robustly; "
+                        "the optimiser starts fresh). Config key 'init_from'")
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="DIR",
                    help="folder of fastMRI .h5 files: its train/ and val/ sub-folders, or its "
@@ -122,7 +126,7 @@ FLAG_KEYS = {
     "amp": "amp", "seed": "seed", "deterministic": "deterministic", "device": "device",
     "threads": "threads",
     "val_every": "val_every", "ckpt_every": "ckpt_every", "val_max_batches": "val_max_batches",
-    "log_every": "log_every", "panels": "panels",
+    "log_every": "log_every", "panels": "panels", "init_from": "init_from",
 }
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from fastfn.data import KspaceTransform, SliceDataset, check_batch, collate, default_data
 from fastfn.fileio import atomic_write_bytes
-from fastfn.train.checkpoint import load_reconstructor
+from fastfn.evaluation.models import WeightsFile, load_model
 from fastfn.train.data import EpochShuffleSampler, make_loader, mask_function
 from fastfn.train.distributed import resolve_device
 from fastfn.train.evaluate import evaluate
@@ -25,12 +25,17 @@ from fastfn.train.logging import save_panel
 __all__ = ["evaluate_checkpoint"]
 
 
-def evaluate_checkpoint(checkpoint: str | Path, out: str | Path, *, data: str | Path | None = None,
+def evaluate_checkpoint(checkpoint: str | Path | WeightsFile, out: str | Path, *,
+                        data: str | Path | None = None,
                         mask: str | None = None, split: str = "val",
                         crop_size: int | None = None, batch_size: int = 1,
                         num_workers: int = 0, device: str = "auto", panels: int = 0,
-                        max_batches: int | None = None) -> dict[str, Any]:
+                        max_batches: int | None = None, warnings: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate a checkpoint over a folder of fastMRI files and write ``out/metrics.json``.
+
+    checkpoint: a fastfn checkpoint, or a :class:`~fastfn.evaluation.models.WeightsFile`
+    (fastMRI's or a Lightning file; then the training settings are unknown and the
+    defaults below apply).
 
     data: a folder (every ``.h5`` in it) or file; None: the synthetic default data's
     ``split`` at the checkpoint's training settings. mask: a mask spec or ``.npy``
@@ -38,10 +43,11 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path, *, data: str | 
     by file name, as fastMRI does. device: as ``fastfn.train.distributed.resolve_device``
     takes it. panels: PNGs of the first that many slices in ``out/panels/``. Returns
     what it writes: checkpoint info, the mask and data, per-volume and mean metrics
-    of the model and of the zero-filled input.
+    of the model and of the zero-filled input, and ``warnings`` (notes such as a
+    contaminated evaluation split).
     """
     dev = resolve_device(device)
-    model, meta = load_reconstructor(checkpoint, map_location=dev)
+    model, meta = load_model(checkpoint, dev)
     trained = (meta.get("config") or {}).get("data", {})
     mask = mask or trained.get("mask") or "random:4x@0.08"
     if data is None:
@@ -68,9 +74,9 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path, *, data: str | 
         check_batch(next(iter(loader)), mask, "evaluation")
     result = evaluate(model, loader, dev, max_batches=max_batches, keep_panels=panels)
     out = Path(out)
-    report = {"checkpoint": str(checkpoint), "model_name": meta["model_name"],
+    report = {"checkpoint": str(getattr(checkpoint, "path", checkpoint)), "model_name": meta["model_name"],
               "model_config": meta["model_config"], "step": meta["step"], "mask": mask,
-              "data": str(src), **result.to_dict()}
+              "data": str(src), **result.to_dict(), "warnings": list(warnings)}
     for p in result.panels:
         save_panel(out / "panels" / f"{Path(p['fname']).stem}_s{p['slice']:03d}.png",
                    p["target"], p["zero_filled"], p["recon"], title=f"{p['fname']} slice {p['slice']}")

@@ -35,6 +35,7 @@ from fastfn.evaluation.models import load_models
 from fastfn.evaluation.tables import markdown_table
 from fastfn.fileio import atomic_write_bytes
 from fastfn.seeding import derive_seed, seeded_generator
+from fastfn.train.distributed import DistInfo, all_gather_objects
 from fastfn.train.evaluate import evaluate
 
 #: the attack methods the protocol runs by default
@@ -92,23 +93,33 @@ def clean_metrics(model: torch.nn.Module, batches: Sequence[Mapping[str, Any]],
 
 
 def attack_model(model: torch.nn.Module, batches: Sequence[Mapping[str, Any]], cfg: AttackConfig,
-                 mask_index: int, device: torch.device, progress: Any = None
-                 ) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
+                 mask_index: int, device: torch.device, progress: Any = None,
+                 dist: DistInfo | None = None) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
     """One attack (``cfg.method``) over all batches with the protocol's seeds: its
-    statistics and the worst feature of every slice."""
-    worst, info, fn, feats = [], [], [], []
+    statistics and the worst feature of every slice.
+
+    Under ``dist`` (several processes), rank r attacks batches ``i % world_size == r``
+    with the seeds of their global index and every rank receives all results, so the
+    statistics equal the single-process ones.
+    """
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    mine: dict[int, dict[str, Any]] = {}
     for i, b in enumerate(batches):
+        if i % world != rank:
+            continue
         g = seeded_generator(batch_seed(cfg.seed, mask_index, i, cfg.method), device)
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
         r = run_attack(model, batch, cfg, g)
-        worst.append(r["worst_nmse"].detach().cpu())
-        info.append(r["info_preserved"].detach().cpu())
-        fn.append(r["fn"].detach().cpu())
-        for j in range(len(b["fname"])):
-            feats.append({"index": r["index"][j].detach().cpu(), "values": r["values"][j].detach().cpu()})
+        mine[i] = {k: r[k].detach().cpu() for k in ("worst_nmse", "info_preserved", "fn", "index", "values")}
         if progress is not None:
             progress.update(len(b["fname"]))
-    return slice_stats(torch.cat(worst), torch.cat(info), torch.cat(fn)), feats
+    per_batch = mine
+    if world > 1:
+        per_batch = {i: r for part in all_gather_objects(mine, dist) for i, r in part.items()}
+    order = [per_batch[i] for i in range(len(batches))]
+    feats = [{"index": r["index"][j], "values": r["values"][j]} for r in order for j in range(len(r["fn"]))]
+    stats = slice_stats(*(torch.cat([r[k] for r in order]) for k in ("worst_nmse", "info_preserved", "fn")))
+    return stats, feats
 
 
 def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: str | Sequence[str],
@@ -116,8 +127,9 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
                         attacks: Sequence[str] = DEFAULT_ATTACKS, max_slices: int | None = 64,
                         batch_size: int = 8, device: str | torch.device = "cpu",
                         progress: bool = True, names: Sequence[str] | None = None,
-                        load_batches: Callable[..., list[dict[str, Any]]] | None = None
-                        ) -> dict[str, Any]:
+                        load_batches: Callable[..., list[dict[str, Any]]] | None = None,
+                        dist: DistInfo | None = None, warnings: Sequence[str] = ()
+                        ) -> dict[str, Any] | None:
     """Evaluate several models with the protocol; write JSON, Markdown and figures.
 
     Args:
@@ -136,10 +148,15 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
             parent folder and stem, or the given pair's name).
         load_batches: ``fn(data, mask_spec, batch_size, max_slices) -> list of
             batch dicts`` (default :func:`default_load_batches`).
+        dist: the process group of a ``torchrun`` launch (``fastfn.train.distributed``):
+            the attacks are sharded by batch across its ranks (same draws per slice as
+            one process); rank 0 alone computes the clean metrics and writes the report
+            (``"world_size"`` in it); the other ranks return None.
+        warnings: notes the report carries (e.g. a contaminated evaluation split).
 
     Returns the dict written to ``robustness.json``:
     ``{"attack", "models", "masks", "attacks", "data", "results": {mask: {model:
-    {"clean": {...}, "<method>": {...}}}}, "figures"}``.
+    {"clean": {...}, "<method>": {...}}}}, "figures", "world_size", "warnings"}``.
     """
     from tqdm.auto import tqdm
     attack = attack or DEFAULT_ATTACK
@@ -150,8 +167,10 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
             raise ValueError(f"attacks: unknown attack {a!r}; choose from {METHODS}")
     loader = load_batches or default_load_batches
     loaded = load_models(models, names, device)
+    main = dist is None or dist.is_main
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, dict[str, Any]] = {}
     figures: list[str] = []
@@ -162,23 +181,27 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
             raise ValueError(f"no slices to evaluate in {data} with mask {spec}")
         per_model: dict[str, ModelResult] = {}
         for name, model in loaded.items():
-            res = ModelResult(clean=clean_metrics(model, batches, device))
+            res = ModelResult(clean=clean_metrics(model, batches, device) if main else {})
             for method in attacks:
                 bar = tqdm(total=n_slices, desc=f"{spec} {name} {method}", unit="slice",
-                           disable=not progress, dynamic_ncols=True)
+                           disable=not (progress and main), dynamic_ncols=True)
                 try:
                     stats, feats = attack_model(model, batches, attack.replace(method=method), mi,
-                                                device, bar)
+                                                device, bar, dist)
                 finally:
                     bar.close()
                 res.attacks[method], res.features[method] = stats, feats
             per_model[name] = res
         results[spec] = {name: {"clean": r.clean, **r.attacks} for name, r in per_model.items()}
-        figures += protocol_figures(per_model, loaded, batches, spec, attack, out, device)
+        if main:
+            figures += protocol_figures(per_model, loaded, batches, spec, attack, out, device)
+    if not main:
+        return None
 
     report = {"attack": attack.to_dict(), "models": list(loaded), "masks": mask_specs,
               "attacks": list(attacks), "data": str(data) if data is not None else "synthetic",
-              "results": results, "figures": figures}
+              "results": results, "figures": figures,
+              "world_size": dist.world_size if dist is not None else 1, "warnings": list(warnings)}
     atomic_write_bytes(out / "robustness.json", json.dumps(report, indent=2).encode())
     atomic_write_bytes(out / "robustness.md", markdown_table(report).encode())
     return report

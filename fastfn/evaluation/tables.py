@@ -30,6 +30,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
               + f"x {st['pgd_steps']} steps. False negative: worst masked NMSE >= {st['threshold']:g} "
               f"with the information preserved (zero-filled MSE in T >= {st['info_threshold']:g}). "
               f"Every model saw the same slices and feature draws."]
+    for warning in report.get("warnings", []):
+        lines += ["", f"**Warning:** {warning}"]
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from fastfn.models.registry import make_config
 from fastfn.models.base import CropSize, ImageDomainReconstructor, Reconstructor, center_crop
 
 __all__ = ["fastmri_kind", "from_fastmri", "to_fastfn", "FastmriUnet", "FastmriVarNet"]
@@ -66,7 +67,6 @@ class FastmriUnet(ImageDomainReconstructor):
                              f"out_chans={unet.out_chans} (need 1 and 1)")
         super().__init__(unet, input="magnitude", multicoil=multicoil, normalize=True, clamp=6.0,
                          eps=1e-11)
-        from fastfn.models import make_config
 
         chans = int(unet.down_sample_layers[0].layers[0].weight.shape[0])
         self.model_name = "unet"

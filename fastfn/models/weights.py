@@ -37,6 +37,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 
+from fastfn.models.registry import MODEL_NAMES, build_model, make_config
 from fastfn.models.base import Reconstructor
 
 __all__ = ["WeightsError", "RELEASED", "released_config", "read_weights", "infer_config",
@@ -81,7 +82,6 @@ def released_config(name: str):
     pools=4, sens_chans=8, sens_pools=4). The dataclass's type names the model
     (``build_model("unet", **asdict(cfg))``).
     """
-    from fastfn.models import make_config
 
     if name not in RELEASED:
         raise ValueError(f"unknown released model {name!r}; choose one of {', '.join(RELEASED)}")
@@ -261,7 +261,6 @@ def _first(keys: List[str], n: int = 5) -> str:
 
 def _meta_shapes(model_name: str, config) -> Dict[str, Tuple[int, ...]]:
     """Parameter and buffer shapes of the model, built on the meta device (no memory)."""
-    from fastfn.models import build_model
 
     with torch.device("meta"):
         model = build_model(model_name, **dataclasses.asdict(config))
@@ -293,7 +292,6 @@ def load_weights(model_name: str, source: WeightsSource,
             message lists missing, unexpected and differently shaped keys, first few
             of each with counts, and the model name and config tried).
     """
-    from fastfn.models import MODEL_NAMES, build_model, make_config
 
     where = _where(source)
     overrides = _as_dict(model_config)

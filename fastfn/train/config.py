@@ -100,6 +100,7 @@ class TrainConfig:
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     progress: bool = True  # tqdm progress bar
     robust: RobustConfig | None = None  # robust (FNAF) training; None: clean training
+    init_from: str | None = None  # start from these weights (fastfn checkpoint, fastMRI or Lightning file)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -16,7 +16,7 @@ import torch
 
 from fastfn.data import check_batch
 from fastfn.fileio import atomic_write_bytes
-from fastfn.models import build_model
+from fastfn.models import build_model, load_weights
 from fastfn.train.checkpoint import CheckpointError, check_same_model, load_checkpoint
 from fastfn.train.config import TrainConfig, save_config
 from fastfn.train.data import build_loaders
@@ -99,6 +99,8 @@ def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         if state is not None:  # before anything is written: is it this model and config?
             check_same_model(state, cfg.model, _model_config(model, cfg), resume_from)
             del state
+        elif cfg.init_from is not None:
+            init_weights(model, cfg)
         model.to(dist.device)
         # Rank 0 may generate the synthetic default data; the others wait for it.
         if dist.is_main:
@@ -138,6 +140,26 @@ def run_training(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
             trainer.close()
         if own_dist:
             cleanup()
+
+
+def init_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Load ``cfg.init_from`` into ``model`` (fine-tuning a released or earlier model).
+
+    Raises ValueError when the file holds another architecture than ``cfg.model`` with
+    ``cfg.model_config``, naming the differing config keys (``fastfn.models.WeightsError``,
+    with the key lists, when its weights do not fit at all).
+    """
+    path = Path(cfg.init_from)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from {path} does not exist")
+    loaded = load_weights(cfg.model, path, cfg.model_config)
+    want, got = _model_config(model, cfg), _model_config(loaded, cfg)
+    if want != got:
+        diff = ", ".join(f"{k}: file {got.get(k)!r} vs run {want.get(k)!r}"
+                         for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k))
+        raise ValueError(f"init_from {path} holds a {cfg.model!r} model with another config ({diff}); "
+                         f"set the run's model_config to the file's")
+    model.load_state_dict(loaded.state_dict(), strict=True)
 
 
 def _model_config(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
