@@ -130,7 +130,9 @@ def test_anatomy_has_pd_contrast_and_expected_structures(tmp_path):
 
 
 def test_annotations_csv_boxes_enclose_the_structures(single):
-    with open(single / "annotations.csv", newline="") as f:
+    from fastfn.data.annotations import annotations_path
+    assert sorted(p.suffix for p in single.iterdir()) == [".h5"] * len(list(single.iterdir()))  # .h5 only
+    with open(annotations_path(single), newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and set(rows[0]) == {"file", "slice", "study_level", "x", "y", "width", "height", "label"}
     assert {r["label"] for r in rows} == {"Meniscus", "Cartilage"}
@@ -176,7 +178,8 @@ def test_default_data_is_created_once_under_concurrency(tmp_path, monkeypatch):
     folder = Path(paths.pop())
     assert sorted(p.name for p in folder.glob("*.h5")) == ["synth_knee_s1000_000.h5",
                                                            "synth_knee_s1000_001.h5"]
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temp leftovers
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["data", "data_annotations.csv"]
+    assert [p.name for p in folder.parent.parent.iterdir()] == [folder.parent.name]  # no temp leftovers
     assert default_data("val", size=32, volumes=2, slices=2) == folder
     assert len(SliceDataset(folder, metadata_cache=False)) == 4
     with pytest.raises(ValueError, match="split must be one of"):

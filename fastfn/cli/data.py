@@ -15,7 +15,8 @@ def register(sub) -> None:
     s = cmds.add_parser("synth", help="generate synthetic knee volumes",
                         description="Generate deterministic knee-like PD volumes in fastMRI format "
                                     "(kspace, reconstruction_esc/_rss, ismrmrd_header, anatomy labels "
-                                    "'fastfn_labels', annotations.csv).",
+                                    "'fastfn_labels') and, beside the folder, OUT_annotations.csv "
+                                    "(fastMRI+-style boxes of the menisci and cartilage).",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--volumes", type=int, default=10, help="number of volumes (files)")
@@ -26,6 +27,8 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed (volume v uses [seed, v])")
     s.add_argument("--snr", type=float, default=30.0, help="mean tissue signal / noise std (0: no noise)")
     s.add_argument("--crop-size", type=int, default=None, help="target size (default min(320, size))")
+    s.add_argument("--annotations", default=None, metavar="CSV",
+                   help="where to write the box annotations (default: OUT_annotations.csv beside OUT)")
     s.set_defaults(func=run_synth)
 
     i = cmds.add_parser("import", help="import images (DICOM/NIfTI/npy/npz) or raw k-space",
@@ -60,10 +63,13 @@ def register(sub) -> None:
 
 def run_synth(args) -> int:
     from fastfn.data import write_synthetic_dataset
+    from fastfn.data.annotations import annotations_path
+    csv_path = args.annotations or annotations_path(args.out)
     paths = write_synthetic_dataset(args.out, args.volumes, args.slices, coils=args.coils,
                                     size=args.size, seed=args.seed,
-                                    snr=args.snr if args.snr > 0 else None, crop_size=args.crop_size)
-    print(json.dumps({"out": str(args.out), "files": [p.name for p in paths]}))
+                                    snr=args.snr if args.snr > 0 else None, crop_size=args.crop_size,
+                                    annotations=csv_path)
+    print(json.dumps({"out": str(args.out), "files": [p.name for p in paths], "annotations": str(csv_path)}))
     return 0
 
 

@@ -13,7 +13,7 @@ def register(sub) -> None:
                     "label. Writes lesions.json and lesions.md into --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--annotations", default=None,
-                   help="annotation CSV (default: DATA/annotations.csv)")
+                   help="annotation CSV (default: DATA_annotations.csv beside the --data folder)")
     p.add_argument("--data", default=None,
                    help="folder of fastMRI .h5 files (default: the synthetic validation set)")
     p.add_argument("--mask", default="random:4x@0.08", help="undersampling mask")

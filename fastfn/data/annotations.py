@@ -28,6 +28,14 @@ import torch
 from fastfn.fileio import atomic_write_text
 
 REQUIRED_COLUMNS = ("file", "slice", "x", "y", "width", "height", "label")
+def annotations_path(folder: str | os.PathLike) -> Path:
+    """Where the annotations of a data folder live by default: beside it, as
+    ``<folder>_annotations.csv`` (a data folder holds ``.h5`` files only, so that
+    fastMRI's own ``SliceDataset`` reads every entry of it)."""
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}_annotations.csv"
+
+
 #: the columns fastfn writes (fastMRI+'s)
 CSV_COLUMNS = ("file", "slice", "study_level", "x", "y", "width", "height", "label")
 

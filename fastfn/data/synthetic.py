@@ -4,9 +4,10 @@
 dtypes, header fields and attributes as fastMRI's knee files) plus the extras
 ``fastfn_labels`` (uint8 anatomy labels, table :data:`fastfn.data.phantom.LABELS`,
 at the k-space image size) and, for multi-coil data, ``fastfn_sens`` (complex64
-(coils, H, W) coil maps, the same for every slice), and an ``annotations.csv`` in
-the fastMRI+ layout with boxes around the menisci and the cartilage.
-:func:`default_data` generates a fixed set once into a cache folder.
+(coils, H, W) coil maps, the same for every slice), and beside the folder (not in it:
+fastMRI's ``SliceDataset`` opens every entry of a data folder) a
+``<folder>_annotations.csv`` in the fastMRI+ layout with boxes around the menisci and
+the cartilage. :func:`default_data` generates a fixed set once into a cache folder.
 """
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ import numpy as np
 from scipy import ndimage
 
 from fastfn.data.acquisition import simulate_kspace
-from fastfn.data.annotations import write_annotation_csv
+from fastfn.data.annotations import annotations_path, write_annotation_csv
 from fastfn.data.h5io import ismrmrd_header, write_fastmri_h5
 from fastfn.data.transforms import center_crop
 from fastfn.fileio import umask
 from fastfn.data.paths import cache_dir
 from fastfn.data.phantom import LABEL_IDS, LABELS, knee_volume
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: the same data; annotations beside the data folder, not in it
 #: Labels that :func:`annotation_rows` boxes, with the fastMRI+-style label text.
 ANNOTATED = {"medial_meniscus": "Meniscus", "lateral_meniscus": "Meniscus",
              "femoral_cartilage": "Cartilage", "tibial_cartilage": "Cartilage"}
@@ -67,7 +68,8 @@ def annotation_rows(labels: np.ndarray, fname: str, slice_idx: int,
 def write_synthetic_dataset(out: str | os.PathLike, volumes: int, slices: int,
                             coils: Optional[int] = None, size: int = 320, seed: int = 0, *,
                             snr: Optional[float] = 30.0, crop_size: Optional[int] = None,
-                            prefix: str = "synth_knee", annotations: bool = True) -> List[Path]:
+                            prefix: str = "synth_knee", annotations: bool | str | os.PathLike = True
+                            ) -> List[Path]:
     """Generate ``volumes`` knee volumes of ``slices`` coronal PD slices into ``out``.
 
     Args:
@@ -80,6 +82,9 @@ def write_synthetic_dataset(out: str | os.PathLike, volumes: int, slices: int,
             first volumes do not depend on how many are generated.
         snr: mean foreground magnitude over complex noise std (per coil); None: no noise.
         crop_size: target size, default ``min(320, size)`` (``reconSpace`` in the header).
+        annotations: write fastMRI+-style boxes of the menisci and cartilage: True to
+            ``annotations_path(out)`` (beside the folder), a path to write them there,
+            False for none.
     Returns:
         The written file paths, ``{prefix}_s{seed}_{v:03d}.h5``.
     """
@@ -118,7 +123,7 @@ def write_synthetic_dataset(out: str | os.PathLike, volumes: int, slices: int,
             for i in range(slices):
                 rows += annotation_rows(cropped[i], Path(fname).stem, i)
     if annotations:
-        write_annotation_csv(out / "annotations.csv", rows)
+        write_annotation_csv(annotations_path(out) if annotations is True else Path(annotations), rows)
     return paths
 
 
@@ -146,20 +151,20 @@ def default_data(split: str = "train", *, size: int = 320, coils: Optional[int] 
     snr_tag = "inf" if snr is None else f"{snr:g}"
     name = f"knee_v{GENERATOR_VERSION}_{split}_{coil_tag}_n{size}_{volumes}x{slices}_snr{snr_tag}"
     root = cache_dir() / "synthetic"
-    final = root / name
-    if final.is_dir():
-        return final
+    final = root / name  # holds the data folder and its annotations beside it
+    if (final / "data").is_dir():
+        return final / "data"
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
-        write_synthetic_dataset(tmp, volumes, slices, coils=coils, size=size, seed=seed, snr=snr)
+        write_synthetic_dataset(tmp / "data", volumes, slices, coils=coils, size=size, seed=seed, snr=snr)
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp creates 0700
         try:
             os.rename(tmp, final)
         except OSError:
-            if not final.is_dir():  # not the lost race: a real failure
+            if not (final / "data").is_dir():  # not the lost race: a real failure
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return final / "data"

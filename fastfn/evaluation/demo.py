@@ -182,7 +182,7 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None) -> dict[st
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     table = (out / "evaluation" / "robustness.md").read_text()
     print("\n" + table)
-    print("Error inside the annotated anatomy boxes (synthetic annotations.csv):")
+    print("Error inside the annotated anatomy boxes (the synthetic data's annotations):")
     print((out / "evaluation" / "lesions.md").read_text())
     print(_headline(summary))
     print(f"[demo] report: {out / 'evaluation' / 'robustness.md'} (figures beside it); "

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from fastfn.data import KspaceTransform, SliceDataset, collate, default_data, parse_mask_spec
-from fastfn.data.annotations import Box, index_boxes, read_annotations, volume_key
+from fastfn.data.annotations import Box, annotations_path, index_boxes, read_annotations, volume_key
 from fastfn.evaluation.models import load_models
 from fastfn.evaluation.tables import lesion_table
 from fastfn.fileio import atomic_write_bytes
@@ -110,11 +110,11 @@ def evaluate_lesions(models: Sequence[Any], data: str | Path | None, out: str | 
     """:func:`lesion_metrics` over a data folder for checkpoints or (name, model) pairs;
     writes ``lesions.json`` and ``lesions.md`` into ``out`` and returns the result.
 
-    ``annotations`` defaults to ``DATA/annotations.csv`` (the synthetic generator
-    writes one); ``data`` None is the synthetic validation set.
+    ``annotations`` defaults to ``DATA_annotations.csv`` beside the data folder
+    (``fastfn.data.annotations.annotations_path``; the synthetic generator writes one); ``data`` None is the synthetic validation set.
     """
     root = Path(data) if data is not None else default_data("val")
-    csv_path = Path(annotations) if annotations is not None else root / "annotations.csv"
+    csv_path = Path(annotations) if annotations is not None else annotations_path(root)
     boxes = read_annotations(csv_path, y_origin=y_origin)
     loaded = load_models(models, names, torch.device(device))
     wanted = {(b.file, b.slice) for b in boxes}
