@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from fastfn.evaluation.demo import DemoConfig, run_demo
 
@@ -57,12 +58,11 @@ def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, tiny_cfg, capsys):
 
 def test_demo_training_masks_are_reproducible_and_fresh_per_epoch(tiny_cfg):
     """Both models (and a rerun) see the same training masks; epochs draw new ones."""
-    import torch
 
-    from fastfn.evaluation.demo import _loaders, synthetic_folders
+    from fastfn.evaluation.demo import _loaders, data_sources
 
     def masks(epochs: int):
-        train, _ = _loaders(*synthetic_folders(tiny_cfg), tiny_cfg)
+        train, _ = _loaders(data_sources(tiny_cfg, multicoil=False), False, tiny_cfg)
         out = []
         for epoch in range(epochs):
             train.batch_sampler.set_position(epoch)
@@ -81,3 +81,47 @@ def test_demo_rejects_a_bad_robust_start(tmp_path, tiny_cfg):
     with pytest.raises(ValueError, match="robust_start"):
         run_demo(tmp_path / "demo", dataclasses.replace(tiny_cfg, robust_start=1.0))
     assert not (tmp_path / "demo" / "standard").exists()     # nothing trained
+
+
+TINY_FLAGS = ["--steps", "2", "--batch-size", "2", "--chans", "4", "--pools", "1", "--eval-slices", "2",
+              "--robust-size", "3,5", "--robust-pgd-steps", "1", "--attack-random-restarts", "2",
+              "--attack-pgd-restarts", "1", "--attack-pgd-steps", "1", "--attack-size", "3",
+              "--no-progress", "--device", "cpu"]
+
+
+def test_demo_runs_on_a_fastmri_folder_of_the_real_knee_geometry(tmp_path, capsys):
+    from fastfn.cli import main
+    from fastmri_geometry import write_knee_geometry_folder
+    data = write_knee_geometry_folder(tmp_path / "knee")        # 640 x 368, padding [18, 350), 320 x 320
+    out = tmp_path / "demo"
+    assert main(["demo", "--data", str(data), "--out", str(out), *TINY_FLAGS]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    report = json.loads((out / "evaluation" / "robustness.json").read_text())
+    assert report["data"] == str(data / "val") and summary["n_slices"] == 2
+    assert summary["config"]["data"] == str(data) and "lesions" not in summary   # no boxes for this data
+    for name in ("standard", "robust"):
+        ck = torch.load(out / name / "last.pt", weights_only=True)
+        assert ck["model_name"] == "unet" and ck["config"]["data"]["mask"] == "random:4x@0.08"
+
+
+def test_demo_bad_data_fails_before_any_training(tmp_path, capsys):
+    from fastfn.cli import main
+    from fastmri_geometry import write_knee_geometry_folder
+    (tmp_path / "empty").mkdir()
+    cases = [(["--data", str(tmp_path / "empty")], "no usable .h5"),
+             (["--data", str(write_knee_geometry_folder(tmp_path / "mc", coils=2))], "singlecoil"),
+             (["--data", str(write_knee_geometry_folder(tmp_path / "sc")), "--crop-size", "700"], "crop_size (700, 700) is larger than its target image (320, 320)")]
+    for i, (flags, message) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        assert main(["demo", *flags, "--out", str(out), *TINY_FLAGS]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_demo_trains_a_multicoil_varnet_on_multicoil_synthetic_data(tmp_path, tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, model="varnet", coils=3, model_config=dict(
+        num_cascades=1, chans=4, pools=1, sens_chans=2, sens_pools=1))
+    summary = run_demo(tmp_path / "demo", cfg)
+    ck = torch.load(tmp_path / "demo" / "robust" / "last.pt", weights_only=True)
+    assert ck["model_name"] == "varnet" and ck["model_config"]["num_cascades"] == 1
+    assert summary["n_slices"] == 3 and "lesions" in summary

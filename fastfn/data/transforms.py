@@ -181,9 +181,14 @@ class KspaceTransform:
                 f"use_seed={self.use_seed}, use_padding={self.use_padding})")
 
     def _crop(self, image_hw: Tuple[int, int], target: Optional[np.ndarray],
-              attrs: Mapping[str, Any]) -> Tuple[int, int]:
+              attrs: Mapping[str, Any], fname: str) -> Tuple[int, int]:
         if self.crop_size is not None:
             h, w = as_hw(self.crop_size)
+            # clipped to the k-space image below (a 320 crop of narrower images), but a
+            # target cannot be cropped to more than it holds
+            if target is not None and (min(h, image_hw[0]) > target.shape[-2] or min(w, image_hw[1]) > target.shape[-1]):
+                raise ValueError(f"{fname}: crop_size ({h}, {w}) is larger than its target image "
+                                 f"{tuple(target.shape[-2:])} (k-space image {tuple(image_hw)})")
         elif "recon_size" in attrs:
             h, w = int(attrs["recon_size"][0]), int(attrs["recon_size"][1])
         elif target is not None:
@@ -218,7 +223,7 @@ class KspaceTransform:
                 m[..., :padding[0]] = 0
                 m[..., padding[1]:] = 0
             masked, num_low = k * m + 0.0, int(m.sum())
-        crop = self._crop(tuple(k.shape[-2:]), target, attrs)
+        crop = self._crop(tuple(k.shape[-2:]), target, attrs, fname)
         zero_filled = zero_filled_magnitude(masked, crop, multicoil)
         if target is not None:
             t = torch.from_numpy(np.ascontiguousarray(target)).to(torch.float32)

@@ -34,11 +34,13 @@ from fastfn.data.synthetic import default_data
 from fastfn.evaluation.lesions import evaluate_lesions
 from fastfn.evaluation.protocol import evaluate_robustness, fn_rate_at
 from fastfn.fileio import atomic_write_bytes
-from fastfn.models import build_model
+from fastfn.data.annotations import annotations_path
+from fastfn.models import MODEL_NAMES, build_model
 from fastfn.train.config import DataConfig, OptimConfig, TrainConfig
-from fastfn.train.data import build_loaders
+from fastfn.train.data import build_loaders, resolve_data_folders
 from fastfn.train.distributed import resolve_device
 from fastfn.train.robust import RobustConfig, make_robust_loss
+from fastfn.train.run import preflight
 from fastfn.train.trainer import Trainer, seed_everything
 
 #: docs/METHOD.md's default false-negative threshold, reported beside the demo's own.
@@ -73,6 +75,15 @@ class DemoConfig:
             other busy processes more threads are much slower (OpenMP spin-waiting).
         seed: seed of the weights and the training masks.
         progress: progress bars.
+        data: a folder of fastMRI .h5 files (its train/ and val/ sub-folders, or a split of
+            its volumes; single- or multi-coil to suit ``model``); None: the synthetic knees.
+        model: the reconstructor both runs train: unet, cascade or varnet (multi-coil).
+        model_config: its config keys (the U-Net's chans and num_pool_layers default to
+            ``chans`` and ``pools``).
+        crop_size: target crop (None: the files' reconstruction size).
+        coils: receive coils of the synthetic data for a multi-coil model.
+        annotations: a fastMRI+-style box CSV of the validation data for the lesion table
+            (default: the one beside the validation folder, when there is one).
     """
     size: int = 128
     train_volumes: int = 8
@@ -98,6 +109,12 @@ class DemoConfig:
     threads: int | None = 1
     seed: int = 0
     progress: bool = True
+    data: str | None = None
+    model: str = field(default="unet", metadata={"choices": MODEL_NAMES})
+    model_config: dict[str, Any] = field(default_factory=dict)
+    crop_size: int | None = None
+    coils: int = 4
+    annotations: str | None = None
 
 
 def robust_start_step(cfg: DemoConfig) -> int:
@@ -107,34 +124,52 @@ def robust_start_step(cfg: DemoConfig) -> int:
     return int(round(cfg.robust_start * cfg.steps))
 
 
-def synthetic_folders(cfg: DemoConfig) -> tuple[Path, Path]:
+def model_config(cfg: DemoConfig) -> dict[str, Any]:
+    """The config keys of the demo's model (the U-Net's width and depth from chans/pools)."""
+    if cfg.model == "unet":
+        return {"chans": cfg.chans, "num_pool_layers": cfg.pools, **cfg.model_config}
+    return dict(cfg.model_config)
+
+
+def synthetic_folders(cfg: DemoConfig, coils: int | None = None) -> tuple[Path, Path]:
     """(train, val) folders of the synthetic set at the demo's scale (cached)."""
-    train = default_data("train", size=cfg.size, volumes=cfg.train_volumes, slices=cfg.slices)
-    val = default_data("val", size=cfg.size, volumes=cfg.val_volumes, slices=cfg.slices)
+    train = default_data("train", size=cfg.size, volumes=cfg.train_volumes, slices=cfg.slices, coils=coils)
+    val = default_data("val", size=cfg.size, volumes=cfg.val_volumes, slices=cfg.slices, coils=coils)
     return train, val
 
 
-def _loaders(train: Path, val: Path, cfg: DemoConfig):
-    """The trainer's own loaders over the demo's folders: training masks fresh per slice
+def data_sources(cfg: DemoConfig, multicoil: bool) -> DataConfig:
+    """The data of both trainings: the user's folder or the synthetic knees."""
+    if cfg.data is None:
+        train, val = synthetic_folders(cfg, cfg.coils if multicoil else None)
+        return DataConfig(train=str(train), val=str(val), mask=cfg.mask, batch_size=cfg.batch_size,
+                          crop_size=cfg.crop_size)
+    root = Path(cfg.data).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"demo: --data {root} is not a folder")
+    return DataConfig(train=str(root), mask=cfg.mask, batch_size=cfg.batch_size, crop_size=cfg.crop_size)
+
+
+def _loaders(data: DataConfig, multicoil: bool, cfg: DemoConfig):
+    """The trainer's own loaders over the demo's data: training masks fresh per slice
     and epoch, drawn from (seed, epoch, slice, file), so both models see the same masks
     and a rerun the same numbers; validation masks fixed per volume."""
-    data = DataConfig(train=str(train), val=str(val), mask=cfg.mask, batch_size=cfg.batch_size)
-    train_loader, val_loader, _ = build_loaders(data, multicoil=False, seed=cfg.seed)
+    train_loader, val_loader, _ = build_loaders(data, multicoil=multicoil, seed=cfg.seed)
     return train_loader, val_loader
 
 
-def train_unet(name: str, out: Path, cfg: DemoConfig, train_data: Any, val_data: Any,
-               extra_loss: Callable | None) -> dict[str, Any]:
-    """Train one U-Net; returns its checkpoint path, validation metrics and time."""
-    model_config = {"chans": cfg.chans, "num_pool_layers": cfg.pools}
-    tcfg = TrainConfig(model="unet", model_config=model_config, steps=cfg.steps,
+def train_model(name: str, out: Path, cfg: DemoConfig, train_data: Any, val_data: Any,
+                extra_loss: Callable | None) -> dict[str, Any]:
+    """Train one model; returns its checkpoint path, validation metrics and time."""
+    config = model_config(cfg)
+    tcfg = TrainConfig(model=cfg.model, model_config=config, steps=cfg.steps,
                        val_every=cfg.steps, log_every=max(1, min(10, cfg.steps // 20)), seed=cfg.seed,
                        device=str(resolve_device(cfg.device)), panels=2, tensorboard=False,
                        progress=cfg.progress, optim=OptimConfig(lr=cfg.lr),
                        data=DataConfig(mask=cfg.mask, batch_size=cfg.batch_size))
     seed_everything(cfg.seed)  # both models start from the same weights
-    model = build_model("unet", **model_config)
-    print(f"[demo] training the {name} U-Net ({cfg.steps} steps, batch {cfg.batch_size})",
+    model = build_model(cfg.model, **config)
+    print(f"[demo] training the {name} {cfg.model} ({cfg.steps} steps, batch {cfg.batch_size})",
           flush=True)
     trainer = Trainer(model, tcfg, train_data, val_data, out_dir=out / name,
                       extra_loss=extra_loss)
@@ -149,45 +184,68 @@ def train_unet(name: str, out: Path, cfg: DemoConfig, train_data: Any, val_data:
 
 
 def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None) -> dict[str, Any]:
-    """Run the whole demo into ``out``; returns (and writes) ``summary.json``'s content."""
+    """Run the whole demo into ``out``; returns (and writes) ``summary.json``'s content.
+
+    Everything that can be wrong with the inputs (a bad fraction, no usable files, data
+    of the other coil kind than the model, a crop larger than the images) raises before
+    any training, with nothing written.
+    """
     cfg = cfg or DemoConfig()
     robust_start_step(cfg)  # a bad fraction fails before any training
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    multicoil = build_model(cfg.model, **model_config(cfg)).multicoil
+    t_start = time.perf_counter()
+    where = cfg.data or (f"synthetic knees, {cfg.train_volumes}+{cfg.val_volumes} volumes x {cfg.slices} "
+                         f"slices, {cfg.size}x{cfg.size}")
+    print(f"[demo] 1/4 data ({where})", flush=True)
+    data = data_sources(cfg, multicoil)
+    train_data, val_data = _loaders(data, multicoil, cfg)
+    _, val_src, _ = resolve_data_folders(data, multicoil)
+    preflight(build_model(cfg.model, **model_config(cfg)).to(device),
+              [("training", train_data), ("validation", val_data)], cfg.mask, device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    print(f"[demo] 1/4 synthetic data ({cfg.train_volumes}+{cfg.val_volumes} volumes x "
-          f"{cfg.slices} slices, {cfg.size}x{cfg.size})", flush=True)
-    train_dir, val_dir = synthetic_folders(cfg)
-    train_data, val_data = _loaders(train_dir, val_dir, cfg)
 
     print("[demo] 2/4 standard training", flush=True)
-    std = train_unet("standard", out, cfg, train_data, val_data, None)
+    std = train_model("standard", out, cfg, train_data, val_data, None)
     print("[demo] 3/4 robust training", flush=True)
     robust = dataclasses.replace(cfg.robust, start_step=robust_start_step(cfg))
-    rob = train_unet("robust", out, cfg, train_data, val_data, make_robust_loss(robust))
+    rob = train_model("robust", out, cfg, train_data, val_data, make_robust_loss(robust))
 
     print("[demo] 4/4 attacking both models", flush=True)
+    models, names = [std["checkpoint"], rob["checkpoint"]], ["standard", "robust"]
     report = evaluate_robustness(
-        [std["checkpoint"], rob["checkpoint"]], val_dir, cfg.eval_masks, out / "evaluation",
+        models, val_src, cfg.eval_masks, out / "evaluation",
         attack=cfg.attack, max_slices=cfg.eval_slices, batch_size=max(cfg.batch_size, 4),
-        device=resolve_device(cfg.device), progress=cfg.progress, names=["standard", "robust"])
-    lesions = evaluate_lesions([std["checkpoint"], rob["checkpoint"]], val_dir, out / "evaluation",
-                               mask=split_mask_specs(cfg.eval_masks)[0],
-                               names=["standard", "robust"], device=resolve_device(cfg.device))
+        device=device, progress=cfg.progress, names=names)
     summary = summarize(report, std, rob, cfg, time.perf_counter() - t_start, out)
-    summary["lesions"] = {label: {m: v["nmse_pooled"] for m, v in per_model.items()}
-                          for label, per_model in lesions["labels"].items()}
+    boxes = _annotations(cfg, val_src)
+    if boxes is not None:
+        lesions = evaluate_lesions(models, val_src, out / "evaluation", annotations=boxes,
+                                   mask=split_mask_specs(cfg.eval_masks)[0], names=names, device=device)
+        summary["lesions"] = {label: {m: v["nmse_pooled"] for m, v in per_model.items()}
+                              for label, per_model in lesions["labels"].items()}
+    summary["wall_seconds"] = time.perf_counter() - t_start
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
-    table = (out / "evaluation" / "robustness.md").read_text()
-    print("\n" + table)
-    print("Error inside the annotated anatomy boxes (the synthetic data's annotations):")
-    print((out / "evaluation" / "lesions.md").read_text())
+    print("\n" + (out / "evaluation" / "robustness.md").read_text())
+    if boxes is not None:
+        print(f"Error inside the annotated boxes ({boxes}):")
+        print((out / "evaluation" / "lesions.md").read_text())
     print(_headline(summary))
     print(f"[demo] report: {out / 'evaluation' / 'robustness.md'} (figures beside it); "
           f"headline numbers: {out / 'summary.json'}", flush=True)
     return summary
+
+
+def _annotations(cfg: DemoConfig, val_src: Any) -> Path | None:
+    """The box CSV of the validation data: given, or beside its folder; None without one."""
+    if cfg.annotations is not None:
+        return Path(cfg.annotations)
+    if isinstance(val_src, (str, Path)) and annotations_path(val_src).is_file():
+        return annotations_path(val_src)
+    return None
 
 
 def summarize(report: dict[str, Any], std: dict[str, Any], rob: dict[str, Any], cfg: DemoConfig,

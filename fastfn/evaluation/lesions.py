@@ -15,9 +15,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from fastfn.data import KspaceTransform, SliceDataset, collate, default_data, parse_mask_spec
+from fastfn.data import KspaceTransform, SliceDataset, collate, parse_mask_spec
 from fastfn.data.annotations import Box, annotations_path, index_boxes, read_annotations, volume_key
 from fastfn.evaluation.models import load_models
+from fastfn.evaluation.protocol import DataSource, data_source
 from fastfn.evaluation.tables import lesion_table
 from fastfn.fileio import atomic_write_bytes
 from fastfn.metrics import ssim
@@ -103,7 +104,7 @@ def _default_ssim(gt: torch.Tensor, pred: torch.Tensor, data_range: float) -> fl
     return float(ssim(pred[None], gt[None], maxval=data_range))
 
 
-def evaluate_lesions(models: Sequence[Any], data: str | Path | None, out: str | Path, *,
+def evaluate_lesions(models: Sequence[Any], data: DataSource, out: str | Path, *,
                      annotations: str | Path | None = None, mask: str = "random:4x@0.08",
                      y_origin: str = "bottom", names: Sequence[str] | None = None,
                      batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
@@ -113,7 +114,9 @@ def evaluate_lesions(models: Sequence[Any], data: str | Path | None, out: str | 
     ``annotations`` defaults to ``DATA_annotations.csv`` beside the data folder
     (``fastfn.data.annotations.annotations_path``; the synthetic generator writes one); ``data`` None is the synthetic validation set.
     """
-    root = Path(data) if data is not None else default_data("val")
+    root = data_source(data)
+    if annotations is None and not isinstance(root, Path):
+        raise ValueError("evaluate_lesions: give the annotation file of a list of volumes")
     csv_path = Path(annotations) if annotations is not None else annotations_path(root)
     boxes = read_annotations(csv_path, y_origin=y_origin)
     loaded = load_models(models, names, torch.device(device))

@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 
@@ -44,6 +44,10 @@ DEFAULT_ATTACKS = ("random", "pgd")
 #: the attack budget of the protocol unless given: the authors' random search (11
 #: random walks of 10 steps per slice) and 4 x 10 gradient steps
 DEFAULT_ATTACK = AttackConfig()
+
+#: where evaluated slices come from: a folder, a file or a list of files of fastMRI
+#: volumes; None: the synthetic validation set
+DataSource = Union[str, Path, Sequence[Union[str, Path]], None]
 
 
 @dataclass
@@ -122,7 +126,7 @@ def attack_model(model: torch.nn.Module, batches: Sequence[Mapping[str, Any]], c
     return stats, feats
 
 
-def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: str | Sequence[str],
+def evaluate_robustness(models: Sequence[Any], data: DataSource, masks: str | Sequence[str],
                         out: str | Path, *, attack: AttackConfig | None = None,
                         attacks: Sequence[str] = DEFAULT_ATTACKS, max_slices: int | None = 64,
                         batch_size: int = 8, device: str | torch.device = "cpu",
@@ -135,8 +139,8 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
     Args:
         models: checkpoint paths (``fastfn.train.load_reconstructor``) or
             ``(name, reconstructor)`` pairs.
-        data: folder of fastMRI ``.h5`` files; None: the synthetic default
-            (validation split).
+        data: a folder, file or list of files of fastMRI ``.h5`` volumes; None: the
+            synthetic default (validation split).
         masks: mask settings, e.g. ``"random:4x@0.08,random:8x@0.04"`` or a list.
         out: output folder (created).
         attack: the attack budget and features (default :data:`DEFAULT_ATTACK`); its
@@ -199,7 +203,7 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
         return None
 
     report = {"attack": attack.to_dict(), "models": list(loaded), "masks": mask_specs,
-              "attacks": list(attacks), "data": str(data) if data is not None else "synthetic",
+              "attacks": list(attacks), "data": describe_source(data),
               "results": results, "figures": figures,
               "world_size": dist.world_size if dist is not None else 1, "warnings": list(warnings)}
     atomic_write_bytes(out / "robustness.json", json.dumps(report, indent=2).encode())
@@ -207,14 +211,32 @@ def evaluate_robustness(models: Sequence[Any], data: str | Path | None, masks: s
     return report
 
 
-def default_load_batches(data: str | Path | None, mask_spec: str, batch_size: int,
+def data_source(data: DataSource) -> Path | list[Path]:
+    """A folder, a file or a list of files of fastMRI volumes (None: the synthetic
+    validation set), checked to exist."""
+    if data is None:
+        return default_data("val")
+    paths = [Path(p).expanduser() for p in data] if isinstance(data, (list, tuple)) else [Path(data).expanduser()]
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"data {p} does not exist")
+    return paths if isinstance(data, (list, tuple)) else paths[0]
+
+
+def describe_source(data: DataSource) -> str:
+    """How a report names its data: the folder, or the number of files and their folder."""
+    if data is None:
+        return "synthetic"
+    if isinstance(data, (list, tuple)):
+        return f"{len(data)} files in {Path(data[0]).parent}" if data else "no files"
+    return str(data)
+
+
+def default_load_batches(data: DataSource, mask_spec: str, batch_size: int,
                          max_slices: int | None) -> list[dict[str, Any]]:
     """The first ``max_slices`` slices of ``data`` (default: synthetic validation set)
     under ``mask_spec`` (fastMRI's per-volume mask seeds), as collated batches in memory."""
-    root = Path(data) if data is not None else default_data("val")
-    if not root.exists():
-        raise FileNotFoundError(f"data folder {root} does not exist")
-    ds = SliceDataset(root, transform=KspaceTransform(parse_mask_spec(mask_spec), use_seed=True))
+    ds = SliceDataset(data_source(data), transform=KspaceTransform(parse_mask_spec(mask_spec), use_seed=True))
     n = len(ds) if max_slices is None else min(len(ds), max_slices)
     idx = list(range(n))
     return [collate([ds[i] for i in idx[s:s + batch_size]]) for s in range(0, n, batch_size)]

@@ -139,7 +139,7 @@ def resolve_data_folders(cfg: "DataConfig", multicoil: bool
                   slices=cfg.synth_slices)
         train = default_data("train", volumes=cfg.synth_volumes, **kw)
         val = default_data("val", volumes=cfg.synth_val_volumes, **kw)
-        return train, val, f"synthetic default data ({train.name}, {val.name})"
+        return train, val, f"synthetic default data ({train.parent.name}, {val.parent.name})"
     if cfg.train is None:
         raise ValueError("data.val is set but data.train is not (give --data too)")
     root = Path(cfg.train).expanduser()
