@@ -17,6 +17,9 @@ evaluated per second of:
       gradient attack: forward + backward w.r.t. the input).
 
 It also times the gradient attack (PGD) against (c)'s forward + backward floor,
+measures the scale-out of ``fastfn attack`` (one process vs ``torchrun`` with two,
+each with one thread: on a 2-core CPU that is all the machine has, so it shows the
+sharding at work, not what N GPUs give),
 and runs the strength check: a small U-Net trained briefly on synthetic data,
 attacked with PGD and with random search at an equal number of model
 evaluations (forward passes); mean worst masked NMSE and FN rate of each.
@@ -29,9 +32,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -231,6 +237,44 @@ def strength_check(model, loader, device, pgd_R: int, pgd_T: int, screen: int = 
     return out
 
 
+def scaling(folder: str, model, device, procs: Sequence[int], slices: int, repeats: int) -> dict:
+    """Wall time of ``fastfn attack`` (random search) over the same slices with 1 and N
+    processes (``python -m torch.distributed.run``, gloo on the CPU, one thread each),
+    and whether the reports agree. Start-up (imports, process group) is included."""
+    import json
+    import subprocess
+    from fastfn.models import model_spec
+    from fastfn.train.checkpoint import FORMAT, VERSION, save_checkpoint
+    name, config = model_spec(model)
+    ckpt = f"{folder}/scaling_model.pt"
+    save_checkpoint({"format": FORMAT, "version": VERSION, "model_name": name, "model_config": config,
+                     "model": model.cpu().state_dict(), "step": 0}, ckpt)
+    out: dict = {"slices": slices, "runs": {}}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for n in procs:
+        times, reports = [], []
+        for r in range(repeats):
+            dest = f"{folder}/scaling_{n}_{r}"
+            launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+                      if n > 1 else [sys.executable])
+            cmd = launch + ["-m", "fastfn", "attack", "--ckpt", ckpt, "--data", f"{folder}/scaling_data",
+                            "--max-slices", str(slices), "--batch-size", "2", "--panels", "0", "--no-progress",
+                            "--device", str(device), "--out", dest]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t0)
+            reports.append(json.load(open(f"{dest}/attack.json")))
+        out["runs"][str(n)] = {"wall_seconds": statistics.median(times), "all": times,
+                               "fn_rate": reports[0]["fn_rate"], "mean_worst_nmse": reports[0]["mean_worst_nmse"],
+                               "world_size": reports[0]["world_size"]}
+    base = out["runs"][str(procs[0])]
+    for n in procs[1:]:
+        r = out["runs"][str(n)]
+        r["speedup_vs_1"] = base["wall_seconds"] / r["wall_seconds"]
+        r["same_report"] = (r["fn_rate"], r["mean_worst_nmse"]) == (base["fn_rate"], base["mean_worst_nmse"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -246,6 +290,9 @@ def main() -> None:
     ap.add_argument("--strength-slices", type=int, default=24)
     ap.add_argument("--strength-steps", type=int, default=10, help="PGD steps of the strength check")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--scaling-slices", type=int, default=16,
+                    help="slices of the 1 vs 2 process scale-out run of `fastfn attack` (0: skip)")
+    ap.add_argument("--scaling-procs", default="1,2", help="process counts of the scale-out run")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -275,6 +322,15 @@ def main() -> None:
             st.update({"model": "unet8x3", "train_steps": args.train_steps, "train_seconds": train_s})
             result["strength"] = st
             print({k: st[k] for k in ("random", "pgd", "pgd_screened", "evals_per_slice")})
+        if args.scaling_slices > 0:
+            write_synthetic_dataset(f"{tmp}/scaling_data", volumes=max(1, args.scaling_slices // 8), slices=8,
+                                    size=size, seed=3000)
+            torch.manual_seed(0)
+            procs = [int(p) for p in args.scaling_procs.split(",")]
+            sc = scaling(tmp, build_model("unet", **MODELS["unet8x3"]), device, procs, args.scaling_slices,
+                         max(1, args.repeats // 2))
+            result["scaling"] = sc
+            print({n: {k: v for k, v in r.items() if k != "all"} for n, r in sc["runs"].items()})
     write_json_atomic(args.json, result)
     print(f"wrote {args.json}")
 
