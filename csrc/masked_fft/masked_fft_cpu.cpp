@@ -1,8 +1,10 @@
-// CPU kernels of the masked-FFT ops: ATen's FFT plus the fused passes of
-// masked_fft.h, each row of the innermost dimension handled by one iteration of
-// at::parallel_for (one index decode per row).
+// CPU kernels of the masked-FFT ops: the host code of masked_fft_forward.h and
+// masked_fft_backward.h with a Backend (masked_fft_schedule.h) that runs each pass row
+// by row under at::parallel_for (one index decode per row) and the column path in
+// cache-sized image chunks, one per task.
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
+#include <c10/core/Device.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -20,9 +22,13 @@ namespace {
 
 struct CpuBackend {
   static constexpr bool kSplitSmall2d = true;
-  // Images per task of the hybrid DC forward: about 1 MiB of image data (an L2 share of
-  // its working set), never so many that a thread would be left without a chunk. One
-  // chunk (the whole batch, its passes parallel inside) when there are fewer images than
+  static constexpr bool kImageChunks = true;
+  struct DeviceGuard {
+    explicit DeviceGuard(c10::Device) {}
+  };
+  // Images per task of the column path: about 1 MiB of image data (an L2 share of its
+  // working set), never so many that a thread would be left without a chunk. One chunk
+  // (the whole batch, its passes parallel inside) when there are fewer images than
   // threads.
   static int64_t image_chunk(int64_t images, int64_t image_bytes) {
     const int64_t threads = at::get_num_threads();
@@ -45,8 +51,7 @@ struct CpuBackend {
   }
   // Copies a chunk's result, still in cache, into its place in the output (both
   // contiguous, same size) with streaming stores: the op never reads the output again,
-  // and skipping the read-for-ownership of its lines halves the copy's memory traffic
-  // (single-coil DC forward, 16 x 320 x 320, 2 threads: 8-10% less time than copy_).
+  // and skipping the read-for-ownership of its lines halves the copy's memory traffic.
   static void store_chunk(const at::Tensor& dst, const at::Tensor& src) {
     TORCH_INTERNAL_ASSERT(dst.is_contiguous() && src.is_contiguous() && dst.nbytes() == src.nbytes());
     const int64_t bytes = static_cast<int64_t>(src.nbytes());
@@ -78,17 +83,14 @@ struct CpuBackend {
   }
 };
 
-at::Tensor fft2c_cpu(const at::Tensor& x) { return centred_fft<CpuBackend>(x, true); }
-at::Tensor ifft2c_cpu(const at::Tensor& k) { return centred_fft<CpuBackend>(k, false); }
-
 }  // namespace
 }  // namespace mfft
 }  // namespace fastfn
 
 TORCH_LIBRARY_IMPL(fastfn, CPU, m) {
   using fastfn::mfft::CpuBackend;
-  m.impl("fft2c", &fastfn::mfft::fft2c_cpu);
-  m.impl("ifft2c", &fastfn::mfft::ifft2c_cpu);
+  m.impl("fft2c", &fastfn::mfft::fft2c<CpuBackend>);
+  m.impl("ifft2c", &fastfn::mfft::ifft2c<CpuBackend>);
   m.impl("undersample", &fastfn::mfft::undersample<CpuBackend>);
   m.impl("data_consistency", &fastfn::mfft::data_consistency<CpuBackend>);
   m.impl("data_consistency_backward", &fastfn::mfft::data_consistency_backward<CpuBackend>);

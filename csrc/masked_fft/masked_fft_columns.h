@@ -1,0 +1,257 @@
+// The column path of data consistency (a column mask, Hm == 1): the data are
+// X = fft_W(S x) and G = fft_W(S g) (image rows, k-space columns), the measurement is
+// h0 = F_{c,H}^-1 k0 on the K sampled columns only, and the DC passes visit only those
+// columns: the inverse FFT along W that follows divides by W itself, so unsampled bins
+// need no pass at all. Also the column plan: which columns are sampled, built on the host.
+//
+// The passes here work on tiles of kRowBlock image rows: a "row" of theirs is
+// (n, block), rows n * row_blocks(H) + hb, covering h in [hb * kRowBlock, ...). For each
+// sampled column they visit the tile's rows together, so the (N, K, H) measurement buffer
+// is read or written a whole cache line at a time instead of one element per line (a
+// row-at-a-time pass there touches K scattered lines per row). Tiles count from the first
+// image of the chunk they run on (n0); the pointers they hold point at that image.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "masked_fft/masked_fft.h"
+#include "masked_fft/masked_fft_check.h"
+
+namespace fastfn {
+namespace mfft {
+
+constexpr int64_t kRowBlock = 8;
+
+FASTFN_HD int64_t row_blocks(int64_t H) { return (H + kRowBlock - 1) / kRowBlock; }
+
+// Rows [h0, h1) of image n in tile `tile` (of n * row_blocks(H) + hb).
+struct RowTile {
+  int64_t n, h0, h1;
+  FASTFN_HD RowTile(int64_t tile, int64_t H) {
+    const int64_t nb = row_blocks(H);
+    n = tile / nb;
+    h0 = (tile % nb) * kRowBlock;
+    h1 = h0 + kRowBlock < H ? h0 + kRowBlock : H;
+  }
+};
+
+// Gathers the sampled columns of k0, with the pre-phase r_H of F_{c,H}^-1, into a
+// contiguous (N, K, H) buffer (then transformed along H, its last dim):
+// out[n, q, h] = r_H[h] * k0[n, h, idx[bm, q]]. Inner index: gather slots [0, K).
+template <typename T>
+struct GatherColumns {
+  const cx<T>* k0;
+  const int64_t* idx;  // (Bm, K)
+  cx<T>* out;          // (N, K, H)
+  int64_t C, H, W, K, Bm, n0;
+  FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
+    const RowTile t(tile, H);
+    const int64_t bm = Bm == 1 ? 0 : (n0 + t.n) / C;
+    const int64_t* cols = idx + bm * K;
+    cx<T> ph[kRowBlock];
+    for (int64_t h = t.h0; h < t.h1; ++h) ph[h - t.h0] = centring_phase<T>(h, H);
+    const cx<T>* src = k0 + (t.n * H + t.h0) * W;
+    const int64_t rows = t.h1 - t.h0;
+    // k0 is read once, from memory, at scattered columns: the CPU asks for the lines of
+    // the next tile (the next rows, of this image or the next) while it gathers this
+    // one, so that the loads here do not wait on memory one by one
+    const int64_t ahead = rows * W;
+    for (int64_t q = q0; q < q1; ++q) {
+      cx<T>* dst = out + (t.n * K + q) * H + t.h0;
+      const int64_t col = cols[q];
+      for (int64_t i = 0; i < rows; ++i) {
+        prefetch_for_read(src + ahead + i * W + col);
+        dst[i] = src[i * W + col] * ph[i];
+      }
+    }
+  }
+};
+
+// The inverse of the gather, for grad_k0: out[n, kh, j] = factor * conj(r_H[kh]) *
+// buf[n, slot[bm, j], kh] at sampled columns, 0 elsewhere. Inner index: columns [0, W).
+template <typename T>
+struct ScatterColumns {
+  const cx<T>* buf;     // (N, K, H) transformed along H
+  const int64_t* slot;  // (Bm, W), -1 where unsampled
+  cx<T>* out;           // (N, H, W)
+  int64_t C, H, W, K, Bm, n0;
+  cx<T> factor;
+  FASTFN_HD void operator()(int64_t tile, int64_t w0, int64_t w1) const {
+    const RowTile t(tile, H);
+    const int64_t bm = Bm == 1 ? 0 : (n0 + t.n) / C;
+    cx<T> ph[kRowBlock];
+    for (int64_t kh = t.h0; kh < t.h1; ++kh) ph[kh - t.h0] = factor * conj(centring_phase<T>(kh, H));
+    cx<T>* dst = out + (t.n * H + t.h0) * W;
+    const int64_t rows = t.h1 - t.h0;
+    for (int64_t j = w0; j < w1; ++j) {
+      const int64_t sl = slot[bm * W + j];
+      const cx<T>* src = buf + (t.n * K + (sl >= 0 ? sl : 0)) * H + t.h0;
+      for (int64_t i = 0; i < rows; ++i) dst[i * W + j] = sl >= 0 ? src[i] * ph[i] : cx<T>(T(0), T(0));
+    }
+  }
+};
+
+// What the column passes of one chunk of coil images know: geometry, mask, the sampled
+// columns, the chunk's measurement and lam.
+template <typename T>
+struct ColumnFrame {
+  int64_t C, H, W;
+  const T* mask;         // (Bm, 1, W), centred
+  int64_t Bm;
+  const int64_t* cols;   // (Bm, K): sampled columns (centred), ascending, then padding
+  int64_t K;             // gather slots per image
+  int64_t n0;            // the chunk's first coil image
+  const cx<T>* meas;     // (chunk, K, H): ifft_H (unnormalised) of the gathered, pre-phased k0
+  cx<T> meas_constant;   // c_H / sqrt(H): with r_H[h], the rest of F_{c,H}^-1
+  const T* lam;          // soft DC weight source (device memory); nullptr: hard DC
+  T scale;               // 1 / sqrt(W)
+
+  FASTFN_HD int64_t mask_batch(int64_t n) const { return Bm == 1 ? 0 : (n0 + n) / C; }
+  // The factor of image row h that turns meas into h0 = F_{c,H}^-1 k0.
+  FASTFN_HD cx<T> meas_row_factor(int64_t h) const { return meas_constant * centring_phase<T>(h, H); }
+  // The measurement in the (image row h, unshifted bin p) frame at gather slot sl;
+  // rh = meas_row_factor(h).
+  FASTFN_HD cx<T> measured(int64_t n, int64_t h, int64_t sl, int64_t p, cx<T> rh) const {
+    return meas[(n * K + sl) * H + h] * (rh * centring_phase<T>(p, W));
+  }
+};
+
+// The DC blend of the spectrum at the gathered columns, in place:
+// X <- (1 - w m') X + w m' h0' sqrt(W). Inner index: gather slots [0, K).
+template <typename T>
+struct DcBlendColumns {
+  ColumnFrame<T> f;
+  cx<T>* X;
+  FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
+    const int64_t W = f.W, H = f.H;
+    const RowTile t(tile, H);
+    const int64_t bm = f.mask_batch(t.n);
+    const T* m = f.mask + bm * W;
+    const int64_t* cols = f.cols + bm * f.K;
+    const T w = dc_weight(f.lam);
+    const T root = T(1) / f.scale;
+    cx<T> rh[kRowBlock];  // the tile's row factors, hoisted out of the slot loop
+    for (int64_t h = t.h0; h < t.h1; ++h) rh[h - t.h0] = f.meas_row_factor(h);
+    cx<T>* xt = X + (t.n * H + t.h0) * W;
+    const cx<T>* mt = f.meas + t.n * f.K * H + t.h0;
+    const int64_t rows = t.h1 - t.h0;
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t jw = cols[q];
+      const T wm = w * m[jw];
+      if (wm == T(0)) continue;  // padding slot (or lam = 0): X stays
+      const int64_t p = plain_index(jw, W);
+      const cx<T> fq = centring_phase<T>(p, W) * (wm * root);
+      const cx<T>* mq = mt + q * H;
+      if (wm == T(1)) {  // a sampled column of hard DC: the measurement replaces X
+        for (int64_t i = 0; i < rows; ++i) xt[i * W + p] = mq[i] * (rh[i] * fq);
+      } else {
+        for (int64_t i = 0; i < rows; ++i) xt[i * W + p] = xt[i * W + p] * (T(1) - wm) + mq[i] * (rh[i] * fq);
+      }
+    }
+  }
+};
+
+// Every gradient of the column path at the gathered columns, each output optional (the
+// inverse FFTs along W that follow divide by W):
+//   adjoint_in_place:  G <- (1 - w m') G             (its inverse: a, the adjoint of DC
+//                                                      applied to g, per coil)
+//   output_in_place:   X <- (1 - w m') X + w m' h0' sqrt(W)   (DcBlendColumns; its inverse:
+//                                                      u, the forward output per coil)
+//   grad_k0:           grad_k0[n, q, h] = w m conj(r_W r_H) G s   (then fft_H, scattered)
+//   weight_terms:      weight_terms[n, h, q] = m Re(conj(G s) (h0' - X s)), summed by the
+//                      caller into grad_w
+// Every grad_k0 and weight_terms element is written (0 in padding slots). Inner index:
+// gather slots [0, K).
+template <typename T>
+struct DcBackwardColumns {
+  ColumnFrame<T> f;
+  cx<T>* G;             // fft_W(S g)
+  cx<T>* X;             // fft_W(S x): needed for weight_terms and output_in_place, else nullptr
+  cx<T>* grad_k0;       // (chunk, K, H), or nullptr
+  T* weight_terms;      // (chunk, H, K), or nullptr
+  bool adjoint_in_place, output_in_place;
+  FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
+    const int64_t W = f.W, H = f.H, K = f.K;
+    const RowTile t(tile, H);
+    const int64_t n = t.n;
+    const int64_t bm = f.mask_batch(n);
+    const T* m = f.mask + bm * W;
+    const int64_t* cols = f.cols + bm * K;
+    const T s = f.scale;
+    const T w = dc_weight(f.lam);
+    const bool need_k = weight_terms != nullptr || output_in_place;
+    cx<T> rh[kRowBlock], rhc[kRowBlock];  // the tile's row factors, hoisted out of the slot loop
+    for (int64_t h = t.h0; h < t.h1; ++h) {
+      rh[h - t.h0] = f.meas_row_factor(h);
+      rhc[h - t.h0] = conj(centring_phase<T>(h, H));
+    }
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t jw = cols[q];
+      const T mq = m[jw];
+      const T wm = w * mq;
+      const int64_t p = plain_index(jw, W);
+      const cx<T> rw = conj(centring_phase<T>(p, W));
+      for (int64_t h = t.h0; h < t.h1; ++h) {
+        const int64_t i = (n * H + h) * W + p;
+        const cx<T> go = G[i] * s;
+        cx<T> kv(T(0), T(0));
+        if (need_k && mq != T(0)) kv = f.measured(n, h, q, p, rh[h - t.h0]);
+        if (weight_terms != nullptr) weight_terms[(n * H + h) * K + q] = weight_grad_term(mq, go, kv, X[i] * s);
+        if (grad_k0 != nullptr) grad_k0[(n * K + q) * H + h] = go * rw * rhc[h - t.h0] * wm;
+        if (wm == T(0)) continue;
+        if (output_in_place) X[i] = X[i] * (T(1) - wm) + kv * (wm / s);
+        if (adjoint_in_place) G[i] = G[i] * (T(1) - wm);
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------- the column plan (host)
+
+// Where the sampled columns of a column mask are: idx (Bm, K) lists them in ascending
+// order, rows with fewer than K padded with unsampled columns (distinct, never blended);
+// slot (Bm, W) maps a column to its position in idx or -1. Built on the host from the
+// mask's Bm x W values with no ATen kernel launches. On CUDA that costs one
+// device-to-host copy of the mask (the one synchronisation of the op: K sizes the
+// buffers); idx and slot go back in one asynchronous copy from pinned memory.
+struct ColumnPlan {
+  at::Tensor idx, slot;
+  int64_t K = 0;
+};
+
+inline ColumnPlan column_plan(const at::Tensor& mask, const Geometry& g) {
+  const at::Tensor m = mask.reshape({g.Bm, g.W}).to(at::kCPU).to(at::kDouble).contiguous();
+  const double* mv = m.data_ptr<double>();
+  std::vector<int64_t> counts(g.Bm, 0);
+  for (int64_t b = 0; b < g.Bm; ++b)
+    for (int64_t j = 0; j < g.W; ++j) counts[b] += mv[b * g.W + j] != 0.0;
+  ColumnPlan p;
+  p.K = g.Bm == 0 ? 0 : *std::max_element(counts.begin(), counts.end());
+  // idx then slot in one buffer, so that a CUDA mask needs one copy back
+  const int64_t n_idx = g.Bm * p.K;
+  at::Tensor packed =
+      at::empty({n_idx + g.Bm * g.W}, at::TensorOptions(at::kLong).pinned_memory(mask.is_cuda()));
+  int64_t* iv = packed.data_ptr<int64_t>();
+  int64_t* sv = iv + n_idx;
+  for (int64_t b = 0; b < g.Bm; ++b) {
+    int64_t q = 0, pad = counts[b];
+    for (int64_t j = 0; j < g.W; ++j) {
+      const bool sampled = mv[b * g.W + j] != 0.0;
+      sv[b * g.W + j] = sampled ? q : -1;
+      if (sampled) iv[b * p.K + q++] = j;
+      else if (pad < p.K) iv[b * p.K + pad++] = j;
+    }
+  }
+  // non_blocking from pinned memory: ATen keeps the host block until the copy is done
+  const at::Tensor on_device = packed.to(mask.device(), /*non_blocking=*/true);
+  p.idx = on_device.narrow(0, 0, n_idx).view({g.Bm, p.K});
+  p.slot = on_device.narrow(0, n_idx, g.Bm * g.W).view({g.Bm, g.W});
+  return p;
+}
+
+}  // namespace mfft
+}  // namespace fastfn

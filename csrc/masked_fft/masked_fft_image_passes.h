@@ -1,0 +1,125 @@
+// Passes over every element of whole (H, W) images, used by both paths: the centring
+// phases of fft2c/ifft2c, the mask of undersample, and the coil expand/combine of
+// multi-coil data consistency (and its gradient with respect to the sensitivities).
+// Rows are image rows n * H + h unless a pass says otherwise.
+#pragma once
+
+#include <cstdint>
+
+#include "masked_fft/masked_fft.h"
+
+namespace fastfn {
+namespace mfft {
+
+// out = in * factor * (r_H[h] r_W[w], or its conjugate): the pre and post passes of
+// fft2c/ifft2c. May run in place.
+template <typename T>
+struct CentringPhase {
+  const cx<T>* in;
+  cx<T>* out;
+  int64_t H, W;
+  bool conjugate;
+  cx<T> factor;
+  FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
+    const int64_t h = row % H;
+    cx<T> ph = centring_phase<T>(h, H);
+    if (conjugate) ph = conj(ph);
+    ph = ph * factor;
+    for (int64_t w = w0; w < w1; ++w) {
+      cx<T> r = centring_phase<T>(w, W);
+      if (conjugate) r = conj(r);
+      out[row * W + w] = in[row * W + w] * (ph * r);
+    }
+  }
+};
+
+// undersample's mask, in place on a spectrum X (unnormalised FFT along H and W, or along
+// W only for a column mask): X <- m' X / len, with m' the (Bm, Hm, W) centred mask read
+// at the centred index and scale = 1 / sqrt(len). Rows count from image n0 (X points at
+// it); the mask's batch index is the image's.
+template <typename T>
+struct MaskSpectrum {
+  cx<T>* X;
+  const T* mask;
+  int64_t Bm, Hm, H, W, n0;
+  T scale;
+  FASTFN_HD void operator()(int64_t row, int64_t q0, int64_t q1) const {
+    const int64_t n = row / H, h = row % H;
+    const int64_t bm = Bm == 1 ? 0 : n0 + n;
+    const T* m = mask + (bm * Hm + (Hm == 1 ? 0 : centred_index(h, H))) * W;
+    const T s = scale;
+    cx<T>* xr = X + row * W;
+    for (int64_t q = q0; q < q1; ++q) xr[q] = xr[q] * (m[centred_index(q, W)] * s * s);
+  }
+};
+
+// Coil images: out[b, c] = S[b, c] * x[b]. Rows: (n - n0) * H + h for coil images
+// n = b * C + c from n0 on (sens and out point at image n0; x at its start).
+template <typename T>
+struct CoilImages {
+  const cx<T>* sens;
+  const cx<T>* x;
+  cx<T>* out;
+  int64_t C, H, W, n0;
+  FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
+    const int64_t b = (n0 + row / H) / C, h = row % H;
+    const cx<T>* xr = x + (b * H + h) * W;
+    for (int64_t w = w0; w < w1; ++w) out[row * W + w] = sens[row * W + w] * xr[w];
+  }
+};
+
+// Coil combine: out[b] = sum_c conj(S[b, c]) * u[b, c]. Rows: b * H + h.
+template <typename T>
+struct CoilCombine {
+  const cx<T>* sens;
+  const cx<T>* u;
+  cx<T>* out;
+  int64_t C, H, W;
+  FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
+    const int64_t b = row / H, h = row % H;
+    cx<T>* o = out + row * W;
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t base = ((b * C + c) * H + h) * W;
+      for (int64_t w = w0; w < w1; ++w) {
+        const cx<T> v = conj(sens[base + w]) * u[base + w];
+        o[w] = c == 0 ? v : o[w] + v;
+      }
+    }
+  }
+};
+
+// One coil image's share of the combine: acc += conj(S_n) * u_n. Rows: h.
+template <typename T>
+struct CoilCombineAdd {
+  const cx<T>* sens;  // S_n (H, W)
+  const cx<T>* u;     // u_n (H, W)
+  cx<T>* acc;         // (H, W)
+  int64_t W;
+  FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
+    for (int64_t w = w0; w < w1; ++w) acc[row * W + w] += conj(sens[row * W + w]) * u[row * W + w];
+  }
+};
+
+// grad_S[b, c] = conj(g[b]) * u[b, c] + a[b, c] * conj(x[b]), with u the forward output
+// and a the adjoint of DC applied to g, per coil. Rows: (n - n0) * H + h for coil images
+// n = b * C + c from n0 on (u, a and out point at image n0; g and x at their start).
+template <typename T>
+struct SensGrad {
+  const cx<T>* g;
+  const cx<T>* u;
+  const cx<T>* a;
+  const cx<T>* x;
+  cx<T>* out;
+  int64_t C, H, W, n0;
+  FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
+    const int64_t b = (n0 + row / H) / C, h = row % H;
+    const int64_t xb = (b * H + h) * W;
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t i = row * W + w;
+      out[i] = conj(g[xb + w]) * u[i] + a[i] * conj(x[xb + w]);
+    }
+  }
+};
+
+}  // namespace mfft
+}  // namespace fastfn
