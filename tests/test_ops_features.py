@@ -193,3 +193,47 @@ def test_feature_step_bad_input():
         feature_step(pert, vals, idx, torch.rand_like(pert), torch.zeros(3), 1.0, 0.1)
     with pytest.raises(RuntimeError, match="outside the image"):
         feature_step(pert, vals, idx + 100, torch.rand_like(pert), 0.0, 1.0, 0.1)
+
+
+def _bad_feature_calls():
+    """(name, op, args) of calls the C++ argument checks reject."""
+    f = torch.ops.fastfn
+    images = torch.rand(2, 4, 4)
+    idx = torch.randint(0, 16, (2, 2, 3))
+    vals = torch.rand(2, 2, 3)
+    pert = torch.rand(2, 2, 4, 4)
+    b = torch.zeros(2, 2)
+    return [
+        ("insert images dims", f.insert_features, (images[0], idx, vals, 1)),
+        ("insert index dims", f.insert_features, (images, idx[0], vals[0], 1)),
+        ("insert index dtype", f.insert_features, (images, idx.int(), vals, 1)),
+        ("insert values shape", f.insert_features, (images, idx, vals[..., :2], 1)),
+        ("insert values dtype", f.insert_features, (images, idx, vals.double(), 1)),
+        ("insert batch", f.insert_features, (images[:1], idx, vals, 1)),
+        ("insert ring", f.insert_features, (images, idx, vals, -1)),
+        ("step perturbed dims", f.feature_step, (pert[0], vals, idx, pert[0], b, b, b, False)),
+        ("step grad shape", f.feature_step, (pert, vals, idx, pert[..., :3], b, b, b, False)),
+        ("step bounds shape", f.feature_step, (pert, vals, idx, pert, b[:1], b, b, False)),
+        ("step bounds dtype", f.feature_step, (pert, vals, idx, pert, b, b.double(), b, False)),
+        ("step index", f.feature_step, (pert, vals, idx[:, :1], pert, b, b, b, False)),
+    ]
+
+
+@pytest.mark.parametrize("name,op,args", _bad_feature_calls(), ids=[c[0] for c in _bad_feature_calls()])
+def test_fake_kernels_check_like_the_cpp_ops(name, op, args):
+    """Under FakeTensorMode the fake kernels reject the same calls as the C++ kernels,
+    with the same message."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def error_of(call):
+        try:
+            call()
+        except RuntimeError as e:
+            return str(e).splitlines()[0]
+        return None
+
+    real = error_of(lambda: op(*args))
+    assert real is not None
+    with FakeTensorMode() as mode:
+        fake = error_of(lambda: op(*[mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]))
+    assert fake == real

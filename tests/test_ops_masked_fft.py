@@ -380,12 +380,88 @@ def test_errors_name_the_argument():
 def test_cpp_checks_name_the_argument():
     """The C++ ops check their own inputs (callers may bypass the wrappers)."""
     x = complex_randn(2, 8, 6)
-    with pytest.raises(RuntimeError, match="data_consistency: mask has 5 columns, the image has W = 6"):
+    with pytest.raises(ValueError, match="data_consistency: mask has 5 columns, the image has W = 6"):
         torch.ops.fastfn.data_consistency(x, x, torch.ones(1, 1, 5), None, None)
-    with pytest.raises(RuntimeError, match="undersample: mask must have dtype Float"):
+    with pytest.raises(TypeError, match="undersample: mask must have dtype torch.float32"):
         torch.ops.fastfn.undersample(x, torch.ones(1, 1, 6, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="lam must be a single value"):
+    with pytest.raises(ValueError, match="lam must be a single value"):
         torch.ops.fastfn.data_consistency(x, x, torch.ones(1, 1, 6), None, torch.ones(2))
+
+
+def _bad_calls():
+    """(name, op, args) of op calls the C++ checks reject, one per check."""
+    f = torch.ops.fastfn
+    x = complex_randn(2, 8, 6)
+    xs = complex_randn(2, 3, 8, 6)  # multi-coil k0 and sens
+    m = torch.ones(1, 1, 6)
+    lam = torch.tensor(0.5)
+    grad_all = [True, True, True, True]
+    return [
+        ("fft2c real x", f.fft2c, (torch.randn(2, 8, 6),)),
+        ("ifft2c 1-D x", f.ifft2c, (complex_randn(6),)),
+        ("undersample mask columns", f.undersample, (x, torch.ones(1, 1, 5))),
+        ("undersample mask rows", f.undersample, (x, torch.ones(1, 3, 6))),
+        ("undersample mask batch", f.undersample, (x, torch.ones(3, 1, 6))),
+        ("undersample mask dims", f.undersample, (x, torch.ones(1, 6))),
+        ("undersample mask dtype", f.undersample, (x, m.double())),
+        ("dc k0 shape", f.data_consistency, (x, complex_randn(2, 8, 5), m, None, None)),
+        ("dc k0 dtype", f.data_consistency, (x, x.to(torch.complex128), m, None, None)),
+        ("dc k0 device", f.data_consistency, (x, x.to("meta"), m, None, None)),
+        ("dc mask columns", f.data_consistency, (x, x, torch.ones(1, 1, 5), None, None)),
+        ("dc multi-coil x", f.data_consistency, (xs[:, 0:1], xs, m, xs, None)),
+        ("dc sens shape", f.data_consistency, (x, xs, m, complex_randn(2, 3, 8, 5), None)),
+        ("dc sens dtype", f.data_consistency, (x, xs, m, xs.to(torch.complex128), None)),
+        ("dc k0 like sens", f.data_consistency, (x, complex_randn(2, 2, 8, 6), m, xs, None)),
+        ("dc lam values", f.data_consistency, (x, x, m, None, torch.ones(2))),
+        ("dc lam dtype", f.data_consistency, (x, x, m, None, lam.double())),
+        ("dc backward grad shape", f.data_consistency_backward, (x[:1], x, x, m, None, None, grad_all)),
+        ("dc backward grad dtype", f.data_consistency_backward,
+         (x.to(torch.complex128), x, x, m, None, None, grad_all)),
+        ("dc backward mask rows", f.data_consistency_backward, (x, x, x, torch.ones(1, 4, 6), None, lam,
+                                                                 grad_all)),
+    ]
+
+
+def _error_of(call):
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001  (the type is what is compared)
+        return type(e), str(e).splitlines()[0]
+    return None
+
+
+@pytest.mark.parametrize("name,op,args", _bad_calls(), ids=[c[0] for c in _bad_calls()])
+def test_fake_kernels_check_like_the_cpp_ops(name, op, args):
+    """Under FakeTensorMode (what torch.compile traces with) the fake kernels reject the
+    same calls as the C++ kernels, with the same exception type and message."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    real = _error_of(lambda: op(*args))
+    assert real is not None and real[0] in (ValueError, TypeError), real
+    with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+        fake_args = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        fake = _error_of(lambda: op(*fake_args))
+    assert fake == real
+
+
+def test_fake_kernel_errors_reach_meta_and_compile():
+    """A mask with the wrong number of columns fails in tracing, naming the argument:
+    on meta tensors, and under torch.compile before any kernel runs."""
+    x = complex_randn(2, 8, 6)
+    bad = torch.ones(1, 1, 5)
+    message = "undersample: mask has 5 columns, the image has W = 6"
+    with pytest.raises(ValueError, match=message):
+        ops.undersample(x.to("meta"), bad.to("meta"))
+    assert ops.undersample(x.to("meta"), torch.ones(1, 1, 6, device="meta")).shape == x.shape
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(x, mask):
+        return ops.data_consistency(x, x, mask, lam=0.5).abs().sum()
+
+    # dynamo reports the fake kernel's ValueError from its tracing, wrapped
+    with pytest.raises(torch._dynamo.exc.TorchRuntimeError,
+                       match="data_consistency: mask has 5 columns, the image has W = 6"):
+        f(x, bad)
 
 
 def test_empty_inputs(device):

@@ -1,8 +1,13 @@
 // Argument checks shared by the CPU and CUDA kernels of the feature family:
-// shapes, dtypes, devices and layouts, with messages naming the argument.
+// shapes, dtypes, devices and layouts, with messages naming the argument (RuntimeError
+// in Python). The fake kernels in fastfn/ops/features.py repeat them message for
+// message; the index values (inside the image, no empty feature) are checked by the
+// kernels themselves (features_cpu.cpp, features_cuda.cu), as they need the data.
 #pragma once
 
 #include <torch/types.h>
+
+#include "common/dtype_name.h"
 
 namespace fastfn {
 namespace features {
@@ -11,13 +16,13 @@ inline void check_insert_args(const at::Tensor& images, const at::Tensor& index,
                               int64_t ring, const char* op) {
   TORCH_CHECK(images.dim() == 3, op, ": images must be (N, H, W), got ", images.sizes());
   TORCH_CHECK(images.scalar_type() == at::kFloat || images.scalar_type() == at::kDouble, op,
-              ": images must be float32 or float64, got ", images.scalar_type());
+              ": images must be float32 or float64, got ", dtype_name(images.scalar_type()));
   TORCH_CHECK(index.dim() == 3, op, ": index must be (N, R, P) int64 flat pixel indices, got ", index.sizes());
-  TORCH_CHECK(index.scalar_type() == at::kLong, op, ": index must be int64, got ", index.scalar_type());
+  TORCH_CHECK(index.scalar_type() == at::kLong, op, ": index must be int64, got ", dtype_name(index.scalar_type()));
   TORCH_CHECK(values.sizes() == index.sizes(), op, ": values ", values.sizes(), " must have the shape of index ",
               index.sizes());
-  TORCH_CHECK(values.scalar_type() == images.scalar_type(), op, ": values dtype ", values.scalar_type(),
-              " differs from images dtype ", images.scalar_type());
+  TORCH_CHECK(values.scalar_type() == images.scalar_type(), op, ": values dtype ", dtype_name(values.scalar_type()),
+              " differs from images dtype ", dtype_name(images.scalar_type()));
   TORCH_CHECK(index.size(0) == images.size(0), op, ": index has ", index.size(0), " images (dim 0), images has ",
               images.size(0));
   TORCH_CHECK(index.size(2) > 0, op, ": index has P = 0 pixels per feature (empty supports)");
@@ -32,11 +37,11 @@ inline void check_step_args(const at::Tensor& perturbed, const at::Tensor& value
                             const at::Tensor& step, const char* op) {
   TORCH_CHECK(perturbed.dim() == 4, op, ": perturbed must be (N, R, H, W), got ", perturbed.sizes());
   TORCH_CHECK(perturbed.scalar_type() == at::kFloat || perturbed.scalar_type() == at::kDouble, op,
-              ": perturbed must be float32 or float64, got ", perturbed.scalar_type());
+              ": perturbed must be float32 or float64, got ", dtype_name(perturbed.scalar_type()));
   TORCH_CHECK(perturbed.is_contiguous() && values.is_contiguous() && index.is_contiguous(), op,
               ": perturbed, values and index must be contiguous (they are updated in place)");
   TORCH_CHECK(index.dim() == 3 && index.scalar_type() == at::kLong, op,
-              ": index must be (N, R, P) int64, got ", index.sizes(), " ", index.scalar_type());
+              ": index must be (N, R, P) int64, got ", index.sizes(), " ", dtype_name(index.scalar_type()));
   TORCH_CHECK(index.size(0) == perturbed.size(0) && index.size(1) == perturbed.size(1), op, ": index ",
               index.sizes(), " and perturbed ", perturbed.sizes(), " disagree on (N, R)");
   TORCH_CHECK(index.size(2) > 0, op, ": index has P = 0 pixels per feature (empty supports)");
@@ -51,7 +56,7 @@ inline void check_step_args(const at::Tensor& perturbed, const at::Tensor& value
   }
   for (const at::Tensor* t : {&values, &grad, &lo, &hi, &step}) {
     TORCH_CHECK(t->scalar_type() == perturbed.scalar_type(), op, ": values, grad, lo, hi and step must have the ",
-                "dtype of perturbed (", perturbed.scalar_type(), "), got ", t->scalar_type());
+                "dtype of perturbed (", dtype_name(perturbed.scalar_type()), "), got ", dtype_name(t->scalar_type()));
   }
   for (const at::Tensor* t : {&values, &index, &grad, &lo, &hi, &step}) {
     TORCH_CHECK(t->device() == perturbed.device(), op, ": every argument must be on ", perturbed.device(), ", got ",

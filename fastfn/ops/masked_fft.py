@@ -1,14 +1,18 @@
 """Masked-FFT operators: thin documented wrappers over torch.ops.fastfn.
 
-The wrappers validate and normalise arguments (fastMRI real views, bool/float
-masks, broadcastable mask shapes, lam as float or tensor); the fused CPU/CUDA
-kernels (csrc/masked_fft) do the work. Autograd and fake (meta) kernels are
-registered here so the ops work under backward, ``torch.compile`` and opcheck.
+The fused CPU/CUDA kernels (csrc/masked_fft) do the work and check their arguments
+(csrc/masked_fft/masked_fft_check.h): shapes and devices raise ValueError, dtypes
+TypeError, each message naming the argument. The fake (meta) kernels registered here
+repeat those checks message for message, so that meta tensors, FakeTensorMode and
+``torch.compile`` tracing fail the same way. The wrappers only normalise what the ops
+take: fastMRI real views, bool/float masks broadcastable to the k-space, lam as a
+float or tensor. Autograd is registered here too, so the ops work under backward,
+``torch.compile`` and opcheck.
 
-Conventions (fastMRI's): complex64/complex128 tensors with image/k-space dims
-last, centred orthonormal FFT over (H, W); masks are 1 where sampled, shape
-broadcastable to the k-space as ``(..., 1, W)`` (column mask: the fast hybrid
-path with 1D FFTs along W) or ``(..., H, W)`` (general 2D mask).
+Conventions (fastMRI's): complex64/complex128 tensors with image/k-space dims last,
+centred orthonormal FFT over (H, W); masks are 1 where sampled, shape broadcastable to
+the k-space as ``(..., 1, W)`` (column mask: the fast path with 1D FFTs along W) or
+``(..., H, W)`` (general 2D mask).
 """
 from __future__ import annotations
 
@@ -20,85 +24,74 @@ import fastfn  # noqa: F401  (loads the extension: torch.ops.fastfn.*)
 
 _ops = torch.ops.fastfn
 
-# ---------------------------------------------------------------- argument handling
+# ---------------------------------------------------------------- normalising the inputs
+
+
+def _require_tensor(t, name: str, op: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
 def _as_complex(t: torch.Tensor, name: str, op: str) -> tuple[torch.Tensor, bool]:
-    """Complex view of t; True when t was fastMRI's real view (..., 2)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype in (torch.complex64, torch.complex128):
-        if t.dim() < 2:
-            raise ValueError(f"{op}: {name} must be (..., H, W), got shape {tuple(t.shape)}")
-        return t, False
+    """Complex view of fastMRI's real view (..., 2) of float32/float64, True with it; any
+    other tensor as it is (the op checks it), False."""
+    _require_tensor(t, name, op)
     if t.dtype in (torch.float32, torch.float64) and t.dim() >= 3 and t.shape[-1] == 2:
         return torch.view_as_complex(t.contiguous()), True
-    raise TypeError(f"{op}: {name} must be complex64/complex128 (..., H, W) or a real view "
-                    f"(..., H, W, 2) of float32/float64, got {t.dtype} of shape {tuple(t.shape)}")
+    return t, False
 
 
 def _restore(t: torch.Tensor, real_view: bool) -> torch.Tensor:
     return torch.view_as_real(t) if real_view else t
 
 
-def _check_device(t: torch.Tensor, ref: torch.Tensor, name: str, op: str) -> None:
-    if t.device != ref.device:
-        raise ValueError(f"{op}: {name} is on {t.device} but x is on {ref.device}; "
-                         "all inputs must be on one device")
-
-
 def _broadcasts_to(shape: tuple[int, ...], full: tuple[int, ...]) -> bool:
-    """Whether ``shape`` broadcasts to exactly ``full`` (torch.broadcast_shapes costs
-    ~25 us a call, as much as the whole C++ op on a small input)."""
+    """Whether ``shape`` broadcasts to exactly ``full`` (without torch.broadcast_shapes,
+    whose cost is a large part of a small call's; see docs/OPS.md)."""
     if len(shape) > len(full):
         return False
     return all(s == 1 or s == f for s, f in zip(reversed(shape), reversed(full)))
 
 
-def _normalise_mask(mask: torch.Tensor, batch: tuple[int, ...], H: int, W: int,
-                    dtype: torch.dtype, ref: torch.Tensor, op: str,
-                    coils: int | None = None) -> torch.Tensor:
-    """mask (bool/float), broadcastable to (*batch, [C,] H, W) -> (Bm, Hm, W) of `dtype`,
-    Bm in {1, prod(batch)}, Hm in {1, H}. A multi-coil mask must not vary over coils."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{op}: mask must be a torch.Tensor, got {type(mask).__name__}")
-    _check_device(mask, ref, "mask", op)
+def _normalise_mask(mask: torch.Tensor, kspace: tuple[int, ...] | None, dtype: torch.dtype, op: str,
+                    multicoil: bool = False) -> torch.Tensor:
+    """mask (bool/float), its leading dims broadcastable to those of the k-space shape
+    ``kspace`` = (*batch, [C,] H, W) -> (Bm, Hm, W) of `dtype`, Bm in {1, prod(batch)}. A
+    multi-coil mask must not vary over coils. Its last two dims (Hm, W) go to the op as
+    they are, and so does the whole mask when ``kspace`` is None (x or sens is malformed):
+    the op's checks name what is wrong."""
+    _require_tensor(mask, "mask", op)
     if mask.is_complex() or not (mask.dtype == torch.bool or mask.is_floating_point()):
         raise TypeError(f"{op}: mask must be bool or real floating point, got {mask.dtype}")
-    full = (*batch, *(() if coils is None else (coils,)), H, W)
-    want = "(..., 1, W) or (..., H, W)"
-    if mask.dim() == 0 or mask.shape[-1] != W:
-        raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} must be broadcastable as {want} "
-                         f"with W = {W} to the k-space shape {full}")
+    if kspace is None or mask.dim() == 0:
+        return mask.to(dtype)
+    W = mask.shape[-1]
     hm = mask.shape[-2] if mask.dim() >= 2 else 1
-    if hm not in (1, H):
-        raise ValueError(f"{op}: mask has {hm} rows; expected 1 (column mask) or H = {H} "
-                         f"for k-space of shape {full}")
-    if not _broadcasts_to(tuple(mask.shape), full):
+    batch = kspace[:-2]
+    if not _broadcasts_to(tuple(mask.shape[:-2]), batch):
         raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to the k-space "
-                         f"shape {full} (multi-coil: give the mask a coil dim, e.g. (B, 1, 1, W))")
-    lead = (1,) * (len(full) - max(mask.dim(), 2)) + tuple(mask.shape[:-2])
+                         f"shape {kspace} (multi-coil: give the mask a coil dim, e.g. (B, 1, 1, W))")
+    lead = (1,) * (len(batch) - max(mask.dim() - 2, 0)) + tuple(mask.shape[:-2])
     m = mask.to(dtype).reshape(*lead, hm, W)
-    if coils is not None:
+    if multicoil:
         if lead[-1] != 1:
-            raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} varies over the {coils} coils; "
+            raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} varies over the {batch[-1]} coils; "
                              "a multi-coil mask must be shared by the coils, e.g. (B, 1, 1, W)")
-        lead = lead[:-1]
+        lead, batch = lead[:-1], batch[:-1]
         m = m.squeeze(-3)
     if math.prod(lead) == 1:
         return m.reshape(1, hm, W).contiguous()
     return m.expand(*batch, hm, W).reshape(-1, hm, W).contiguous()
 
 
-def _normalise_lam(lam, dtype: torch.dtype, ref: torch.Tensor, op: str) -> torch.Tensor | None:
-    """None, a float or a real tensor of one element -> 0-dim tensor of `dtype` (keeps autograd)."""
+def _normalise_lam(lam, dtype: torch.dtype, device: torch.device, op: str) -> torch.Tensor | None:
+    """None, a float or a real tensor of one element -> 0-dim tensor of `dtype` (keeps
+    autograd). Other tensors go to the op as they are (its checks name the fault)."""
     if lam is None:
         return None
     if isinstance(lam, torch.Tensor):
-        _check_device(lam, ref, "lam", op)
         if lam.numel() != 1 or lam.is_complex():
-            raise ValueError(f"{op}: lam must be a real scalar tensor, got {lam.dtype} of shape "
-                             f"{tuple(lam.shape)}")
+            return lam
         # cheap on CPU; on CUDA it would synchronise, and under torch.compile it cannot be traced
         if lam.device.type == "cpu" and not torch.compiler.is_compiling():
             v = float(lam.detach())
@@ -109,7 +102,7 @@ def _normalise_lam(lam, dtype: torch.dtype, ref: torch.Tensor, op: str) -> torch
         raise TypeError(f"{op}: lam must be None, a float or a tensor, got {type(lam).__name__}")
     if not math.isfinite(lam) or lam < 0:
         raise ValueError(f"{op}: lam must be finite and >= 0, got {lam}")
-    return torch.full((), float(lam), dtype=dtype, device=ref.device)
+    return torch.full((), float(lam), dtype=dtype, device=device)
 
 
 def _real_dtype(x: torch.Tensor) -> torch.dtype:
@@ -143,9 +136,8 @@ def undersample(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     Differentiable in x (the operator is self-adjoint).
     """
     xc, real = _as_complex(x, "x", "undersample")
-    H, W = xc.shape[-2:]
-    batch = tuple(xc.shape[:-2])
-    m = _normalise_mask(mask, batch, H, W, _real_dtype(xc), xc, "undersample")
+    kspace = tuple(xc.shape) if xc.dim() >= 2 else None
+    m = _normalise_mask(mask, kspace, _real_dtype(xc), "undersample")
     return _restore(_ops.undersample(xc, m), real)
 
 
@@ -164,67 +156,128 @@ def data_consistency(x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor,
     op = "data_consistency"
     xc, real = _as_complex(x, "x", op)
     kc, _ = _as_complex(k0, "k0", op)
-    _check_device(kc, xc, "k0", op)
-    if kc.dtype != xc.dtype:
-        raise TypeError(f"{op}: k0 has dtype {kc.dtype} but x has {xc.dtype}")
-    H, W = xc.shape[-2:]
-    if sens is None:
-        if kc.shape != xc.shape:
-            raise ValueError(f"{op}: k0 must have the shape of x {tuple(xc.shape)}, got {tuple(kc.shape)}")
-        batch, coils, sc = tuple(xc.shape[:-2]), None, None
+    sc = None if sens is None else _as_complex(sens, "sens", op)[0]
+    if sc is None:
+        kspace = tuple(xc.shape) if xc.dim() >= 2 else None
     else:
-        sc, _ = _as_complex(sens, "sens", op)
-        _check_device(sc, xc, "sens", op)
-        if sc.dtype != xc.dtype:
-            raise TypeError(f"{op}: sens has dtype {sc.dtype} but x has {xc.dtype}")
-        if xc.dim() != 3:
-            raise ValueError(f"{op}: multi-coil x must be (B, H, W), got shape {tuple(xc.shape)}")
-        B = xc.shape[0]
-        if sc.dim() != 4 or sc.shape[0] != B or tuple(sc.shape[-2:]) != (H, W):
-            raise ValueError(f"{op}: sens must be (B, C, H, W) = ({B}, C, {H}, {W}) for x of shape "
-                             f"{tuple(xc.shape)}, got {tuple(sc.shape)}")
-        if kc.shape != sc.shape:
-            raise ValueError(f"{op}: k0 must be (B, C, H, W) like sens {tuple(sc.shape)}, "
-                             f"got {tuple(kc.shape)}")
-        batch, coils = (B,), sc.shape[1]
+        kspace = (xc.shape[0], sc.shape[1], *xc.shape[-2:]) if xc.dim() == 3 and sc.dim() == 4 else None
     rdt = _real_dtype(xc)
-    m = _normalise_mask(mask, batch, H, W, rdt, xc, op, coils=coils)
-    lt = _normalise_lam(lam, rdt, xc, op)
+    m = _normalise_mask(mask, kspace, rdt, op, multicoil=sc is not None)
+    lt = _normalise_lam(lam, rdt, xc.device, op)
     return _restore(_ops.data_consistency(xc, kc, m, sc, lt), real)
 
 
-# ---------------------------------------------------------------- autograd and fake kernels
+# ---------------------------------------------------------------- fake kernels
+# The checks of csrc/masked_fft/masked_fft_check.h, function for function and message for
+# message (torch._check_value raises ValueError, torch._check_type TypeError).
+
+
+def _check_device(t, x, op, arg):
+    torch._check_value(t.device == x.device, lambda: f"{op}: {arg} is on {t.device} but x is on {x.device}; "
+                                                     "all inputs must be on one device")
+
+
+def _check_dtype_of_x(t, x, op, arg):
+    torch._check_type(t.dtype == x.dtype, lambda: f"{op}: {arg} has dtype {t.dtype} but x has {x.dtype}")
+
+
+def _check_real_dtype_of_x(t, x, op, arg):
+    real = x.dtype.to_real()
+    torch._check_type(t.dtype == real,
+                      lambda: f"{op}: {arg} must have dtype {real} (the real dtype of x), got {t.dtype}")
+
+
+def _check_image(x, op):
+    torch._check_type(x.dtype in (torch.complex64, torch.complex128),
+                      lambda: f"{op}: x must be complex64 or complex128, got {x.dtype}")
+    torch._check_value(x.dim() >= 2, lambda: f"{op}: x must be (..., H, W), got shape {list(x.shape)}")
+
+
+def _check_mask(mask, x, op):
+    H, W = x.shape[-2:]
+    Bx = math.prod(x.shape[:-2])
+    _check_device(mask, x, op, "mask")
+    _check_real_dtype_of_x(mask, x, op, "mask")
+    torch._check_value(mask.dim() == 3, lambda: f"{op}: mask must be (Bm, Hm, W) = (1 or {Bx}, 1 or {H}, {W}), "
+                                                f"got shape {list(mask.shape)} (fastfn.ops normalises "
+                                                "broadcastable masks)")
+    torch._check_value(mask.shape[2] == W,
+                       lambda: f"{op}: mask has {mask.shape[2]} columns, the image has W = {W}")
+    torch._check_value(mask.shape[1] == 1 or mask.shape[1] == H,
+                       lambda: f"{op}: mask has {mask.shape[1]} rows; expected 1 (column mask) or H = {H}")
+    torch._check_value(mask.shape[0] == 1 or mask.shape[0] == Bx,
+                       lambda: f"{op}: mask batch is {mask.shape[0]}; expected 1 or the batch size {Bx}")
+
+
+def _check_dc(x, k0, mask, sens, lam, op):
+    _check_image(x, op)
+    _check_device(k0, x, op, "k0")
+    _check_dtype_of_x(k0, x, op, "k0")
+    if sens is not None:
+        _check_device(sens, x, op, "sens")
+        _check_dtype_of_x(sens, x, op, "sens")
+        torch._check_value(x.dim() == 3, lambda: f"{op}: multi-coil x must be (B, H, W), got shape {list(x.shape)}")
+        B, H, W = x.shape
+        torch._check_value(
+            sens.dim() == 4 and sens.shape[0] == B and sens.shape[2] == H and sens.shape[3] == W,
+            lambda: f"{op}: sens must be (B, C, H, W) = ({B}, C, {H}, {W}) for x of shape {list(x.shape)}, "
+                    f"got {list(sens.shape)}")
+        torch._check_value(k0.shape == sens.shape, lambda: f"{op}: k0 must be (B, C, H, W) like sens "
+                                                           f"{list(sens.shape)}, got {list(k0.shape)}")
+    else:
+        torch._check_value(k0.shape == x.shape, lambda: f"{op}: k0 must have the shape of x {list(x.shape)}, "
+                                                        f"got {list(k0.shape)}")
+    if lam is not None:
+        _check_device(lam, x, op, "lam")
+        _check_real_dtype_of_x(lam, x, op, "lam")
+        torch._check_value(lam.numel() == 1, lambda: f"{op}: lam must be a single value (0-dim tensor), got "
+                                                     f"shape {list(lam.shape)}")
+    _check_mask(mask, x, op)
 
 
 @torch.library.register_fake("fastfn::fft2c")
 def _fft2c_fake(x):
+    _check_image(x, "fft2c")
     return x.new_empty(x.shape)
 
 
 @torch.library.register_fake("fastfn::ifft2c")
 def _ifft2c_fake(x):
+    _check_image(x, "ifft2c")
     return x.new_empty(x.shape)
 
 
 @torch.library.register_fake("fastfn::undersample")
 def _undersample_fake(x, mask):
+    _check_image(x, "undersample")
+    _check_mask(mask, x, "undersample")
     return x.new_empty(x.shape)
 
 
 @torch.library.register_fake("fastfn::data_consistency")
 def _dc_fake(x, k0, mask, sens, lam):
+    _check_dc(x, k0, mask, sens, lam, "data_consistency")
     return x.new_empty(x.shape)
 
 
 @torch.library.register_fake("fastfn::data_consistency_backward")
 def _dc_backward_fake(grad, x, k0, mask, sens, lam, output_mask):
+    op = "data_consistency_backward"
+    _check_dc(x, k0, mask, sens, lam, op)
+    _check_device(grad, x, op, "grad")
+    _check_dtype_of_x(grad, x, op, "grad")
+    torch._check_value(grad.shape == x.shape, lambda: f"{op}: grad must have the shape of x {list(x.shape)}, "
+                                                      f"got {list(grad.shape)}")
+
     def pick(i, like):
         return like.new_empty(like.shape) if output_mask[i] and like is not None else x.new_empty(0)
 
-    rdt = _real_dtype(x)
     glam = (lam.new_empty(lam.shape) if output_mask[3] and lam is not None
-            else x.new_empty(0, dtype=rdt))
+            else x.new_empty(0, dtype=_real_dtype(x)))
     return pick(0, x), pick(1, k0), pick(2, sens), glam
+
+
+# ---------------------------------------------------------------- autograd
 
 
 def _fft2c_backward(ctx, grad):
