@@ -1,7 +1,7 @@
 // Every fastfn operator's schema, in one place. Kernels live beside each op
 // family (csrc/<family>/<family>_cpu.cpp, _cuda.cu) and register with
 // TORCH_LIBRARY_IMPL; the dispatcher picks CPU or CUDA. Autograd and fake
-// (meta) kernels are registered from Python (fastfn/ops.py).
+// (meta) kernels are registered from Python (fastfn/ops/).
 #include <Python.h>
 #include <torch/library.h>
 

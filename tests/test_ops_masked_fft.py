@@ -147,7 +147,7 @@ def test_hard_dc_keeps_measured_kspace(device):
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_column_mask_ops_over_image_chunks(device, threads):
-    """Images of 1 MiB each: on the CPU the hybrid path runs them in chunks of one image
+    """Images of 1 MiB each: on the CPU the column path runs them in chunks of one image
     per task, coils of one image split across tasks (B = 1), per-image masks read at
     the chunk's offset; the result must not depend on the split."""
     before = torch.get_num_threads()

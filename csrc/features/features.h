@@ -10,7 +10,7 @@
 //   -> perturbed (N,R,H,W): images[n] + sum_p values[n,r,p] at index[n,r,p]
 //      region    (N,R,H,W): 1 on the support dilated by `ring` 4-neighbour steps
 //                           (the L1 ball |dy| + |dx| <= ring), else 0; the loss
-//                           region T of METHOD.md section 5.
+//                           region T of docs/METHOD.md section 5.
 //   Beyond the base copy of the image into every candidate slot, only the
 //   feature pixels and their ring are touched.
 //

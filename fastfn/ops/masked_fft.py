@@ -132,8 +132,9 @@ def undersample(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zero-filled image of a simulated acquisition: ifft2c(mask * fft2c(x)).
 
     x: (..., H, W) complex (or real view (..., H, W, 2)); mask: bool or real,
-    broadcastable to x as (..., 1, W) (column mask, hybrid path) or (..., H, W).
-    Differentiable in x (the operator is self-adjoint).
+    broadcastable to x as (..., 1, W) (column mask: 1D FFTs along W) or (..., H, W).
+    Differentiable in x (the operator is self-adjoint). Raises ValueError (shapes,
+    devices) or TypeError (dtypes) naming the argument.
     """
     xc, real = _as_complex(x, "x", "undersample")
     kspace = tuple(xc.shape) if xc.dim() >= 2 else None
@@ -152,6 +153,8 @@ def data_consistency(x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor,
     as (..., 1, W) or (..., H, W) (multi-coil: shared by the coils, e.g. (B, 1, 1, W)).
     lam: None, a float >= 0, or a real scalar tensor (learnable). Complex tensors or
     real views (..., 2) (the output follows x). Differentiable in x, k0, sens and lam.
+    Raises ValueError (shapes, devices, lam values) or TypeError (dtypes) naming the
+    argument.
     """
     op = "data_consistency"
     xc, real = _as_complex(x, "x", op)
