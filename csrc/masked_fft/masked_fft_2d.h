@@ -77,7 +77,7 @@ struct DcBackward2d {
     const T* m = f.mask_row(n, jh);
     const T s = f.scale;
     const T w = dc_weight(f.lam);
-    const bool need_k = weight_terms != nullptr || output_in_place;
+    const bool need_measurement = weight_terms != nullptr || output_in_place;
     const cx<T> rhc = conj(centring_phase<T>(h, H));
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t jw = centred_index(q, W);
@@ -86,7 +86,7 @@ struct DcBackward2d {
       const T wm = w * mq;
       const cx<T> go = G[i] * s;
       cx<T> kv(T(0), T(0));
-      if (need_k && mq != T(0)) kv = f.measured(n, h, jh, q, jw);
+      if (need_measurement && mq != T(0)) kv = f.measured(n, h, jh, q, jw);
       if (weight_terms != nullptr) weight_terms[i] = weight_grad_term(mq, go, kv, X[i] * s);
       if (output_in_place) X[i] = (X[i] * ((T(1) - wm) * s) + kv * wm) * s;
       if (grad_k0 != nullptr) grad_k0[(n * H + jh) * W + jw] = go * conj(centring_phase<T>(q, W)) * rhc * wm;

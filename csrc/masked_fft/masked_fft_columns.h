@@ -183,7 +183,7 @@ struct DcBackwardColumns {
     const int64_t* cols = f.cols + bm * K;
     const T s = f.scale;
     const T w = dc_weight(f.lam);
-    const bool need_k = weight_terms != nullptr || output_in_place;
+    const bool need_measurement = weight_terms != nullptr || output_in_place;
     cx<T> rh[kRowBlock], rhc[kRowBlock];  // the tile's row factors, hoisted out of the slot loop
     for (int64_t h = t.h0; h < t.h1; ++h) {
       rh[h - t.h0] = f.meas_row_factor(h);
@@ -199,7 +199,7 @@ struct DcBackwardColumns {
         const int64_t i = (n * H + h) * W + p;
         const cx<T> go = G[i] * s;
         cx<T> kv(T(0), T(0));
-        if (need_k && mq != T(0)) kv = f.measured(n, h, q, p, rh[h - t.h0]);
+        if (need_measurement && mq != T(0)) kv = f.measured(n, h, q, p, rh[h - t.h0]);
         if (weight_terms != nullptr) weight_terms[(n * H + h) * K + q] = weight_grad_term(mq, go, kv, X[i] * s);
         if (grad_k0 != nullptr) grad_k0[(n * K + q) * H + h] = go * rw * rhc[h - t.h0] * wm;
         if (wm == T(0)) continue;
