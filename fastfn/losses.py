@@ -4,7 +4,7 @@ Every loss takes ``(pred, target, ...)`` real magnitude images (B, h, w) (a
 singleton channel dim (B, 1, h, w) is also accepted by the image losses).
 
 Masked losses are the attack's and robust training's measure of a feature's error
-(METHOD.md sections 2 and 5): with T the region mask (the feature and its ring),
+(docs/METHOD.md sections 2 and 5): with T the region mask (the feature and its ring),
 
     masked NMSE = ||T (y' - f)||^2 / ||T y'||^2     per image,
     masked L1   = sum |T (y' - f)| / sum T          per image.

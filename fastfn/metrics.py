@@ -1,6 +1,6 @@
 """NMSE, PSNR and SSIM in the fastMRI convention, in torch on the tensors' device.
 
-fastMRI's evaluation (METHOD.md section 3), per volume of S slices:
+fastMRI's evaluation (docs/METHOD.md section 3), per volume of S slices:
 
 - NMSE = ||target - pred||^2 / ||target||^2 over the whole volume;
 - PSNR = 10 log10(R^2 / MSE), MSE over the whole volume, R = the volume's max;

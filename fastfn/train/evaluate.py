@@ -1,6 +1,6 @@
 """Evaluation of a reconstructor over a dataset, in fastMRI's per-volume convention.
 
-Per volume (METHOD.md §3), with ``max`` the volume's maximum (the batch's ``max``):
+Per volume (docs/METHOD.md section 3), with ``max`` the volume's maximum (the batch's ``max``):
 NMSE = ||gt - pred||^2 / ||gt||^2 over the volume, PSNR = 10 log10(max^2 / MSE)
 with the MSE over the volume, SSIM = mean over slices of the 7x7-window SSIM with
 data range ``max``. The same numbers are computed for the zero-filled input, the
