@@ -180,3 +180,82 @@ def test_trainer_runs_robust_training_and_resumes_identically(tmp_path):
     for p, q in zip(full.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
     assert any((p - q).abs().sum() > 0 for p, q in zip(full.parameters(), tiny_unet().parameters()))
+
+
+def test_beta_ramp_grows_linearly_from_the_start_step():
+    cfg = RobustConfig(beta=0.4, start_step=10, beta_ramp_steps=4)
+    assert [cfg.beta_at(s) for s in (9, 10, 11, 12, 13, 50)] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.4])
+    plain = RobustConfig(beta=0.4, start_step=10)
+    assert [plain.beta_at(s) for s in (9, 10, 50)] == [0.0, 0.4, 0.4]
+    with pytest.raises(ValueError, match="robust.beta_ramp_steps"):
+        RobustConfig(beta_ramp_steps=-1)
+    # the term of a ramped step is the plain term (same features) times the ramp's fraction
+    model, batch = tiny_unet(), make_batch()
+    attack = default_attack(size=(3, 6))
+    ramped = make_robust_loss(RobustConfig(attack=attack, beta=0.4, start_step=2, beta_ramp_steps=4))
+    full = make_robust_loss(RobustConfig(attack=attack, beta=0.4, start_step=2))
+    for step, fraction in ((2, 0.25), (4, 0.75), (5, 1.0), (9, 1.0)):
+        r, logs = ramped(model, batch, step)
+        f, _ = full(model, batch, step)
+        assert float(r.detach()) == pytest.approx(fraction * float(f.detach()), rel=1e-6)
+        assert logs["beta"] == pytest.approx(0.4 * fraction)
+    off, off_logs = ramped(model, batch, 1)
+    assert float(off) == 0.0 and set(off_logs) == set(logs)          # CSV columns stay the same
+
+
+def test_default_settings_keep_the_log_columns_and_value():
+    model, batch = tiny_unet(), make_batch()
+    cfg = RobustConfig(attack=default_attack(size=(3, 6)), beta=0.3)
+    loss, logs = make_robust_loss(cfg)(model, batch, 2)
+    assert set(logs) == {"feat_loss", "image_loss", "adv_nmse", "robust_s"}
+    g = step_generator(cfg.attack.seed, 2, 0, torch.device("cpu"))
+    adv = robust_module.adversarial_examples(model, batch, cfg, 2, g)
+    pred = model(adv["masked_kspace"], batch["mask"], tuple(batch["target"].shape[-2:]))
+    raw, _ = feature_loss(pred, adv["target"], adv["region"], cfg)
+    assert torch.equal(loss.detach(), (0.3 * raw).detach())          # bit for bit: beta * raw
+
+
+def test_normalize_ties_the_term_to_the_clean_l1():
+    model, batch = tiny_unet(), make_batch()
+    attack = default_attack(size=(3, 6))
+    norm = RobustConfig(attack=attack, beta=0.5, normalize_to_clean=True)
+    loss, logs = make_robust_loss(norm)(model, batch, 3)
+    with torch.no_grad():
+        clean = model(batch["masked_kspace"], batch["mask"], tuple(batch["target"].shape[-2:]))
+    clean_l1 = float((clean - batch["target"]).abs().mean())
+    assert float(loss.detach()) == pytest.approx(0.5 * clean_l1, rel=1e-5)
+    assert logs["clean_l1"] == pytest.approx(clean_l1, rel=1e-5)
+    # the gradient is the raw term's (same step, same features), scaled by beta * c / a
+    raw, raw_logs = make_robust_loss(RobustConfig(attack=attack, beta=1.0))(model, batch, 3)
+    a = raw_logs["feat_loss"] + raw_logs["image_loss"]
+    assert logs["scale"] == pytest.approx(clean_l1 / a, rel=1e-5)
+    params = list(model.parameters())
+    g_norm = torch.autograd.grad(loss, params)
+    g_raw = torch.autograd.grad(raw, params)
+    for gn, gr in zip(g_norm, g_raw):
+        torch.testing.assert_close(gn, gr * (0.5 * clean_l1 / a), rtol=1e-4, atol=1e-7)
+    # the same value whatever the images' intensity scale (beta is relative to the clean loss)
+    scaled = {**batch, **{k: batch[k] * 10 for k in ("kspace", "masked_kspace", "target", "max")}}
+    s_loss, s_logs = make_robust_loss(norm)(model, scaled, 3)
+    assert float(s_loss.detach()) == pytest.approx(0.5 * s_logs["clean_l1"], rel=1e-5)
+
+
+def test_local_intensity_features_in_robust_training_follow_the_tissue():
+    """intensity_mode="local": each chosen feature's intensities are fractions of the mean
+    target under its own support, in bright and in dark tissue alike."""
+    model, batch = tiny_unet(), make_batch(B=4)
+    cfg = RobustConfig(attack=default_attack(method="pgd", size=(3, 6), intensity_mode="local",
+                                             intensity=(0.1, 0.3), pgd_steps=2), beta=0.2)
+    g = step_generator(cfg.attack.seed, 0, 0, torch.device("cpu"))
+    adv = robust_module.adversarial_examples(model, batch, cfg, 0, g)
+    target = batch["target"]
+    for b in range(4):
+        idx, val = adv["index"][b], adv["values"][b]
+        px = idx[idx >= 0]
+        local = float(target[b].flatten()[px].mean())
+        v = val[idx >= 0]
+        assert float(v.min()) >= 0.1 * local - 1e-5 and float(v.max()) <= 0.3 * local + 1e-5
+        added = (adv["target"][b] - target[b]).flatten()
+        torch.testing.assert_close(added[px], v)
+    loss, _ = make_robust_loss(cfg)(model, batch, 0)
+    assert loss.requires_grad and float(loss.detach()) > 0

@@ -17,7 +17,12 @@ gradients, weighted
     beta * (feature_weight * masked L1 or masked NMSE over T
             + image_weight * L1 over the whole perturbed image).
 
-The authors used masked L1 + full L1 (the defaults here). Features are drawn
+The authors used masked L1 + full L1 (the defaults here). Options that keep the
+adversarial term from swamping the clean reconstruction, all off by default:
+``beta_ramp_steps`` (beta grows linearly from its start), ``normalize_to_clean`` (the term's
+size tied to the batch's clean L1, see :func:`make_robust_loss`) and, through
+``attack.features``, intensities relative to the local tissue
+(``intensity_mode="local"``). Features are drawn
 from a generator seeded by ``(attack.seed, step, rank)``, so a resumed run draws
 exactly the features the uninterrupted run would have, and DDP ranks draw
 different ones.
@@ -78,6 +83,14 @@ class RobustConfig:
         feature_weight, image_weight: weights of the masked and the full-image terms.
         curriculum_steps: > 0 ramps the largest feature size linearly from the smallest to
             the largest of ``attack.features.size`` over that many optimiser steps; 0: no ramp.
+        beta_ramp_steps: > 0 ramps beta linearly from beta/N at ``start_step`` to beta at
+            ``start_step + N - 1`` (N = this value), so the adversarial term comes in
+            gradually; 0: the full beta from ``start_step`` on.
+        normalize_to_clean: True ties the adversarial term's size to the clean loss: per batch it is
+            rescaled to beta times the L1 of the batch's clean reconstruction (one extra
+            forward pass without gradients), the scale factor held constant in the gradient;
+            beta is then the term's size relative to the clean L1, whatever the data's
+            intensities or the features. False: beta times the raw feature loss.
     """
     attack: AttackConfig = field(default_factory=default_attack)
     beta: float = 1.0
@@ -86,6 +99,8 @@ class RobustConfig:
     feature_weight: float = 1.0
     image_weight: float = 1.0
     curriculum_steps: int = 0
+    beta_ramp_steps: int = 0
+    normalize_to_clean: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.attack, Mapping):
@@ -98,7 +113,7 @@ class RobustConfig:
         for key in ("beta", "feature_weight", "image_weight"):
             if getattr(self, key) < 0:
                 raise ValueError(f"robust.{key} must be >= 0, got {getattr(self, key)}")
-        for key in ("curriculum_steps", "start_step"):
+        for key in ("curriculum_steps", "start_step", "beta_ramp_steps"):
             if getattr(self, key) < 0:
                 raise ValueError(f"robust.{key} must be >= 0, got {getattr(self, key)}")
 
@@ -128,6 +143,14 @@ class RobustConfig:
                     _set_path(given, path.split(".")[1:], value)
         d["attack"] = _deep_merge(as_plain(default_attack()), given)
         return d
+
+    def beta_at(self, step: int) -> float:
+        """The weight beta of optimiser step ``step`` (0 before ``start_step``; the ramp)."""
+        if step < self.start_step:
+            return 0.0
+        if self.beta_ramp_steps <= 0:
+            return self.beta
+        return self.beta * min(1.0, (step - self.start_step + 1) / self.beta_ramp_steps)
 
     def size_at(self, step: int) -> tuple[float, float]:
         """Feature size range at optimiser step ``step`` (the curriculum)."""
@@ -170,8 +193,19 @@ def make_robust_loss(config: RobustConfig, *, rank: int = 0) -> ExtraLoss:
     Returns ``fn(model, batch, step) -> (loss, logs)``: ``loss`` a scalar in the
     autograd graph of ``model``'s parameters, ``logs`` floats (``feat_loss``,
     ``image_loss``, ``adv_nmse`` (the mean masked NMSE of the chosen features
-    before the update) and ``robust_s`` (the seconds this term took)).
+    before the update), ``beta`` (the weight of this step) and ``robust_s`` (the
+    seconds this term took); with ``config.normalize_to_clean`` also ``clean_l1`` and
+    ``scale``).
+
+    With ``config.normalize_to_clean`` the term is ``beta * (c / a) * L_feat`` with ``a`` the
+    value of the feature loss ``L_feat`` and ``c`` the L1 of the model's clean
+    reconstruction of the batch, both without gradients: the term's value is ``beta * c``
+    and its gradient that of ``L_feat`` scaled by ``beta * c / a``. The clean forward is
+    an extra one (the trainer's own clean loss is not passed to ``extra_loss``, and it
+    may be SSIM rather than L1); it runs in train mode, like the trainer's.
     """
+    # the logs of the default settings keep the columns they always had
+    extra_keys = config.normalize_to_clean or config.beta_ramp_steps > 0
 
     def robust_loss(model: nn.Module, batch: Mapping[str, Any], step: int
                     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -179,17 +213,37 @@ def make_robust_loss(config: RobustConfig, *, rank: int = 0) -> ExtraLoss:
         target = batch["target"]
         if step < config.start_step:
             # same log keys as a robust step, so the CSV logs keep their columns
-            return (torch.zeros((), device=target.device),
-                    {"feat_loss": 0.0, "image_loss": 0.0, "adv_nmse": 0.0, "robust_s": 0.0})
+            logs = {"feat_loss": 0.0, "image_loss": 0.0, "adv_nmse": 0.0, "robust_s": 0.0}
+            if extra_keys:
+                logs.update({"beta": 0.0, "clean_l1": 0.0, "scale": 0.0} if config.normalize_to_clean
+                            else {"beta": 0.0})
+            return torch.zeros((), device=target.device), logs
         g = step_generator(config.attack.seed, step, rank, target.device)
         adv = adversarial_examples(unwrap_model(model), batch, config, step, g)
         pred = model(adv["masked_kspace"], batch["mask"], tuple(target.shape[-2:]))
         loss, logs = feature_loss(pred, adv["target"], adv["region"], config)
         logs["adv_nmse"] = float(adv["worst_nmse"].mean())
+        beta = config.beta_at(step)
+        if config.normalize_to_clean:
+            clean = clean_l1(model, batch)
+            scale = float(clean) / max(float(loss.detach()), 1e-12)
+            logs.update({"clean_l1": float(clean), "scale": scale})
+            loss = loss * scale
+        if extra_keys:
+            logs["beta"] = beta
         logs["robust_s"] = time.perf_counter() - t0
-        return config.beta * loss, logs
+        return beta * loss, logs
 
     return robust_loss
+
+
+def clean_l1(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+    """L1 of ``model``'s reconstruction of the clean batch against its target, without
+    gradients (a scalar tensor; the reference size of ``RobustConfig.normalize_to_clean``)."""
+    target = batch["target"]
+    with torch.no_grad():
+        pred = model(batch["masked_kspace"], batch["mask"], tuple(target.shape[-2:]))
+    return torch.nn.functional.l1_loss(pred.float(), target.float())
 
 
 def feature_loss(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor,
