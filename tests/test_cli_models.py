@@ -106,3 +106,21 @@ def test_train_init_from_a_lightning_checkpoint_fine_tunes_those_weights(data, f
                "--no-tensorboard", "--device", "cpu"])
     assert rc == 2 and "num_pool_layers: file 2 vs run 4" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_attack_with_a_fastmri_varnet_state_dict_on_multicoil_data(fastmri, tmp_path):
+    write_synthetic_dataset(tmp_path / "mc", volumes=1, slices=2, coils=3, size=48, seed=4)
+    torch.manual_seed(5)
+    net = fastmri.models.VarNet(num_cascades=1, sens_chans=2, sens_pools=2, chans=4, pools=2).eval()
+    torch.save(net.state_dict(), tmp_path / "varnet.pt")
+    out = tmp_path / "att"
+    rc = main(["attack", "--weights", str(tmp_path / "varnet.pt"), "--model", "varnet", "--data", str(tmp_path / "mc"),
+               "--size", "3,5", "--margin", "3", "--random-restarts", "3", "--out", str(out), "--panels", "0",
+               "--no-progress", "--device", "cpu", "--batch-size", "2"])
+    assert rc == 0                                  # the architecture read off the weights
+    cli = [json.loads(line)["worst_nmse"] for line in (out / "slices.jsonl").read_text().splitlines()]
+    ds = SliceDataset(tmp_path / "mc", KspaceTransform(parse_mask_spec("random:4x@0.08")))
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate)
+    cfg = AttackConfig(features=FeatureConfig(size=(3, 5), margin=3), random_restarts=3)
+    ref = [r["worst_nmse"] for r in attack_dataset(from_fastmri(net), loader, cfg)["records"]]
+    assert cli == pytest.approx(ref, rel=1e-4)
