@@ -1,7 +1,8 @@
 """fastfn: find and fix the false negatives of deep-learning MRI reconstruction.
 
-Layers (arrows point down only): csrc kernels -> fastfn.ops -> fastfn.data
-(physics, masks, datasets) -> fastfn.models -> fastfn.attack / fastfn.train ->
+Layers, from the bottom (imports point down only; docs/ARCHITECTURE.md): csrc kernels,
+fastfn.fileio / configs / seeding -> fastfn.ops -> fastfn.data -> fastfn.metrics /
+losses -> fastfn.models -> fastfn.attack -> fastfn.train -> fastfn.evaluation ->
 fastfn.cli.
 """
 from __future__ import annotations
