@@ -114,3 +114,18 @@ def test_from_plain_names_source_and_key():
         from_plain(AttackConfig, {"features": {"size": 3}}, source="my.yaml")
     with pytest.raises(ValueError, match=r"config key 'pgd_steps' must be int"):
         from_plain(AttackConfig, {"pgd_steps": "many"})
+
+
+def test_a_field_name_shared_by_nested_configs_gets_its_path_in_the_flag():
+    @dataclasses.dataclass
+    class Outer:
+        """Attributes:
+            attack: the search.
+            chunk: a field of the outer config of the same name as one of the attack's.
+        """
+        attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
+        chunk: int = 3
+    p = argparse.ArgumentParser()
+    add_config_flags(p, Outer)
+    args = p.parse_args(["--chunk", "5", "--attack-chunk", "7"])
+    assert config_from_args(args, Outer) == Outer(attack=AttackConfig(chunk=7), chunk=5)

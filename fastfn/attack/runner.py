@@ -124,7 +124,8 @@ def merge_results(parts: Sequence[Mapping[str, Any]], cfg: AttackConfig, device:
     summary = summarize(records, cfg.threshold)
     summary.update({"method": cfg.method, "model_evals": evals, "attack_seconds": seconds,
                     "features_evaluated": sum(p["features"] for p in parts),
-                    "features_per_second": evals / seconds if seconds > 0 else math.nan,
+                    "features_per_second": sum(p["features"] for p in parts) / seconds if seconds > 0 else math.nan,
+                    "model_evals_per_second": evals / seconds if seconds > 0 else math.nan,
                     "slices_per_second": len(records) / seconds if seconds > 0 else math.nan,
                     "config": cfg.to_dict(), "device": str(device), "world_size": len(parts)})
     return {"records": records, "summary": summary, "worst": worst}

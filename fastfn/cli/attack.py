@@ -47,7 +47,7 @@ def run(args) -> int:
     from fastfn.attack.runner import merge_results
     from fastfn.cli.config_flags import config_from_args
     from fastfn.cli.model_args import contamination_note, model_sources
-    from fastfn.data import KspaceTransform, SliceDataset, collate, default_data, parse_mask_spec
+    from fastfn.data import KspaceTransform, SliceDataset, check_batch, collate, default_data, parse_mask_spec
     from fastfn.evaluation.models import load_model
     from fastfn.train.distributed import all_gather_objects, cleanup, init_distributed
 
@@ -67,6 +67,7 @@ def run(args) -> int:
         if len(ds) == 0:
             raise ValueError(f"--data {data}: no {'multi' if model.multicoil else 'single'}-coil slices found")
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False, collate_fn=collate)
+        check_batch(next(iter(loader)), args.mask, "attack")  # a file without a fully sampled target, a bad mask
         progress = None
         if not args.no_progress and dist.is_main:
             from tqdm import tqdm
@@ -98,6 +99,6 @@ def run(args) -> int:
     if note:
         print(f"warning: {note}")
     print(json.dumps({k: s[k] for k in ("method", "n_slices", "fn_rate", "fn_rate_ci95", "info_preserved_rate",
-                                        "mean_worst_nmse", "median_worst_nmse", "features_per_second",
+                                        "mean_worst_nmse", "median_worst_nmse", "features_per_second", "model_evals_per_second",
                                         "model_evals", "world_size")}, indent=2))
     return 0

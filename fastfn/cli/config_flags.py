@@ -68,9 +68,16 @@ def add_config_flags(parser: argparse.ArgumentParser | Any, cls: type, *, prefix
     defaults = defaults if defaults is not None else cls()
     plain = as_plain(defaults)
     target = parser.add_argument_group(title) if title else parser
-    for path, f, owner in _leaf_fields(cls, nested=nested):
+    leaves = _leaf_fields(cls, nested=nested)
+    counts: dict[str, int] = {}
+    for path, f, _ in leaves:
+        counts[f.name] = counts.get(f.name, 0) + 1
+    for path, f, owner in leaves:
         if f.name in skip:
             continue
+        # a name that two nested configs share is spelled with its path where it is nested
+        # (RobustConfig.normalize_x beside AttackConfig.normalize must not clash)
+        flag_name = f.name if counts[f.name] == 1 or len(path) == 1 else "_".join(path)
         docs = field_docs(owner)
         tp = typing.get_type_hints(owner)[f.name]
         origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -97,7 +104,7 @@ def add_config_flags(parser: argparse.ArgumentParser | Any, cls: type, *, prefix
                 kw.update(metavar={int: "N", float: "X", str: "TEXT"}[tp])
         else:
             continue  # free-form fields (dicts) are set through YAML
-        flags = [f"--{prefix}{f.name.replace('_', '-')}", *(aliases or {}).get(f.name, ())]
+        flags = [f"--{prefix}{flag_name.replace('_', '-')}", *(aliases or {}).get(f.name, ())]
         target.add_argument(*flags, **kw)
 
 

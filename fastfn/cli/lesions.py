@@ -34,13 +34,14 @@ def run(args) -> int:
     from fastfn.evaluation.lesions import evaluate_lesions
     from fastfn.train.distributed import resolve_device
     device = resolve_device(args.device)
-    from fastfn.cli.model_args import model_sources
+    from fastfn.cli.model_args import contamination_note, model_sources
     models = model_sources(args)
+    note = contamination_note(args, args.data)
     if args.name is not None and len(args.name) != len(models):
         raise ValueError(f"--name given {len(args.name)} times for {len(models)} models (--ckpt, --weights)")
     result = evaluate_lesions(models, args.data, args.out, annotations=args.annotations,
                               mask=args.mask, y_origin=args.y_origin, names=args.name,
-                              batch_size=args.batch_size, device=device)
+                              batch_size=args.batch_size, device=device, warnings=[note] if note else [])
     print((Path(args.out) / "lesions.md").read_text())
     print(json.dumps({k: result[k] for k in ("n_boxes", "n_slices", "unmatched_boxes")}))
     return 0

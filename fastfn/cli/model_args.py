@@ -67,5 +67,6 @@ def contamination_note(args: argparse.Namespace, data: Any) -> str | None:
         return None
     return (f"the model(s) were trained on data that includes the validation split; an evaluation on "
             f"{data or 'the default data'} measures them on data they may have seen if it is (part of) "
-            f"that split. Evaluate on the test or challenge split (or on data of your own) for an "
-            f"uncontaminated false-negative rate.")
+            f"that split. For an uncontaminated false-negative rate, evaluate on fully sampled data the "
+            f"model never saw: fastMRI's test and challenge files hold no fully sampled k-space, so neither "
+            f"the attack nor the clean metrics can run on them; use a held-out scan set of your own.")

@@ -59,6 +59,9 @@ def lesion_metrics(models: Mapping[str, torch.nn.Module], batches: Iterable[Mapp
         rows = [i for i, k in enumerate(keys) if k in index]
         if not rows:
             continue
+        if batch["target"].numel() == 0:
+            raise ValueError(f"lesion metrics need fully sampled targets; {batch['fname'][rows[0]]} has none "
+                             f"(a test or challenge file?)")
         sel = torch.tensor(rows)
         target = batch["target"][sel].to(device)
         kspace = batch["masked_kspace"][sel].to(device)
@@ -107,9 +110,11 @@ def _default_ssim(gt: torch.Tensor, pred: torch.Tensor, data_range: float) -> fl
 def evaluate_lesions(models: Sequence[Any], data: DataSource, out: str | Path, *,
                      annotations: str | Path | None = None, mask: str = "random:4x@0.08",
                      y_origin: str = "bottom", names: Sequence[str] | None = None,
-                     batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
+                     batch_size: int = 8, device: str | torch.device = "cpu",
+                     warnings: Sequence[str] = ()) -> dict:
     """:func:`lesion_metrics` over a data folder for checkpoints or (name, model) pairs;
-    writes ``lesions.json`` and ``lesions.md`` into ``out`` and returns the result.
+    writes ``lesions.json`` and ``lesions.md`` into ``out`` and returns the result
+    (with ``warnings``, notes such as a contaminated evaluation split).
 
     ``annotations`` defaults to ``DATA_annotations.csv`` beside the data folder
     (``fastfn.data.annotations.annotations_path``; the synthetic generator writes one); ``data`` None is the synthetic validation set.
@@ -129,7 +134,7 @@ def evaluate_lesions(models: Sequence[Any], data: DataSource, out: str | Path, *
         for s in range(0, len(idx), batch_size):
             yield collate([ds[i] for i in idx[s:s + batch_size]])
 
-    result = lesion_metrics(loaded, batches(), boxes, device=device)
+    result = {**lesion_metrics(loaded, batches(), boxes, device=device), "warnings": list(warnings)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "lesions.json", json.dumps(

@@ -23,11 +23,17 @@ def markdown_table(report: Mapping[str, Any]) -> str:
             lines.append("| " + " | ".join(row) + " |")
     st = report["attack"]
     ft = st["features"]
-    lines += ["", f"Features: {ft['family']}, size {ft['size'][0]:g}..{ft['size'][1]:g}; random search "
-              f"{st['random_restarts']} features per slice; gradient attack {st['pgd_restarts']} starts "
-              + (f"(the worst of {st['pgd_screen'] * st['pgd_restarts']} random features) "
-                 if st.get("pgd_screen", 1) > 1 else "")
-              + f"x {st['pgd_steps']} steps. False negative: worst masked NMSE >= {st['threshold']:g} "
+    searches = []
+    if "random" in attacks:
+        searches.append(f"random search {st['random_restarts']} features per slice")
+    if any(a.startswith("pgd") for a in attacks):
+        searches.append(f"gradient attack {st['pgd_restarts']} starts "
+                        + (f"(the worst of {st['pgd_screen'] * st['pgd_restarts']} random features) "
+                           if st.get("pgd_screen", 1) > 1 else "")
+                        + f"x {st['pgd_steps']} steps"
+                        + (f", then {st['refine_iters']} rounds of location refinement" if "pgd+refine" in attacks else ""))
+    lines += ["", f"Features: {ft['family']}, size {ft['size'][0]:g}..{ft['size'][1]:g}; " + "; ".join(searches)
+              + f". False negative: worst masked NMSE >= {st['threshold']:g} "
               f"with the information preserved (zero-filled MSE in T >= {st['info_threshold']:g}). "
               f"Every model saw the same slices and feature draws."]
     for warning in report.get("warnings", []):
@@ -36,7 +42,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 
 
 def lesion_table(result: dict) -> str:
-    """Markdown table of :func:`lesion_metrics`' result: one row per label and model."""
+    """Markdown table of :func:`lesion_metrics`' result: one row per label and model
+    (and the result's ``warnings`` below it)."""
     lines = ["| label | model | boxes | NMSE (mean over boxes) | NMSE (pooled) | SSIM |",
              "|---|---|---:|---:|---:|---:|"]
     fmt = (lambda v, f: "n/a" if v is None else format(v, f))
@@ -44,4 +51,6 @@ def lesion_table(result: dict) -> str:
         for name, m in per_model.items():
             lines.append(f"| {label} | {name} | {m['n_boxes']} | {fmt(m['nmse'], '.4g')} | "
                          f"{fmt(m['nmse_pooled'], '.4g')} | {fmt(m['ssim'], '.4f')} |")
+    for warning in result.get("warnings", []):
+        lines += ["", f"**Warning:** {warning}"]
     return "\n".join(lines) + "\n"
