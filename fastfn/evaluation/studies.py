@@ -27,6 +27,7 @@ import io
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -44,7 +45,7 @@ from fastfn.attack.studies.detectability import cell_seed
 from fastfn.attack.studies.kspace_noise import data_range
 from fastfn.attack.studies.susceptibility import check_map_config
 from fastfn.configs import as_plain
-from fastfn.data.annotations import Box, batch_box_maps, index_boxes, read_annotations, volume_key
+from fastfn.data.annotations import Box, annotations_path, batch_box_maps, index_boxes, read_annotations, volume_key
 from fastfn.data.phantom import LABELS
 from fastfn.evaluation import study_figures as figs
 from fastfn.evaluation.models import load_models
@@ -232,7 +233,7 @@ def write_map_study(out: Path, maps: Mapping[str, SusceptibilityMap], batches: S
     N = targets.shape[0]
     logs = {n: np.log10(np.clip(m.worst_nmse.double().numpy(), 1e-12, None)) for n, m in maps.items()}
     pooled = np.concatenate(list(logs.values()))
-    lo, hi = float(pooled.min()), float(max(pooled.max(), math.log10(thr)))
+    lo, hi = float(min(pooled.min(), math.log10(thr))), float(max(pooled.max(), math.log10(thr)))
     edges = np.linspace(lo - 0.05, hi + 0.05, bins + 1)
     summary: dict[str, Any] = {"stride": stride, "threshold": thr, "n_slices": N, "attack": attack.to_dict(),
                                "seeds": {"attack_seed": attack.seed,
@@ -257,7 +258,8 @@ def write_map_study(out: Path, maps: Mapping[str, SusceptibilityMap], batches: S
         stem = _slug(name)
         np.save(out / f"{stem}_nmse.npy", grid)
         np.save(out / f"{stem}_fn.npy", fn_grid)
-        with np.errstate(invalid="ignore"), _quiet_nan_warnings():
+        with warnings.catch_warnings():   # grid points that are a location in no slice: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             np.save(out / f"{stem}_mean_nmse.npy", np.nanmean(grid, axis=0))
             np.save(out / f"{stem}_fn_rate.npy", np.nanmean(fn_grid, axis=0))
         summary["files"][name] = [f"{stem}_{k}.npy" for k in ("nmse", "fn", "mean_nmse", "fn_rate")]
@@ -275,19 +277,6 @@ def write_map_study(out: Path, maps: Mapping[str, SusceptibilityMap], batches: S
     _write_records(out, records, ("model", "fname", "slice", "n_locations", "fn_fraction", "miss_fraction",
                                   "info_preserved_fraction", "mean_worst_nmse", "median_worst_nmse"))
     return summary
-
-
-class _quiet_nan_warnings:
-    """Silence numpy's 'Mean of empty slice' (grid points that are a location in no slice)."""
-
-    def __enter__(self):
-        import warnings
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
 
 
 def _select(m: SusceptibilityMap, sel: torch.Tensor) -> SusceptibilityMap:
@@ -498,14 +487,14 @@ def parse_studies(studies: str | Sequence[str]) -> list[str]:
 
 
 def _default_annotations(data: Any) -> Path | None:
-    """``annotations.csv`` beside the data: in the folder, or beside a single file; None for
-    a list of files."""
+    """The default annotation file of the data: ``<folder>_annotations.csv`` beside a data
+    folder (``fastfn.data.annotations.annotations_path``; the synthetic generator writes
+    one); None for a file or a list of files."""
     from fastfn.data import default_data
     if data is None:
-        return default_data("val") / "annotations.csv"
-    if isinstance(data, (str, Path)):
-        p = Path(data)
-        return (p if p.is_dir() else p.parent) / "annotations.csv"
+        return annotations_path(default_data("val"))
+    if isinstance(data, (str, Path)) and Path(data).is_dir():
+        return annotations_path(data)
     return None
 
 
@@ -531,8 +520,8 @@ def evaluate_studies(models: Sequence[Any], data: Any, mask: str, out: str | Pat
             protocol's ``DEFAULT_ATTACK``); its ``method`` is used as given.
         config: :class:`StudyConfig` (stride, sizes, contrasts, noise levels, ...).
         annotations: fastMRI+-style box CSV for the region-aimed noise attack; None:
-            ``annotations.csv`` in the data folder (or beside a data file) when it exists
-            (the synthetic data has one), else no region variant.
+            ``<folder>_annotations.csv`` beside the data folder when it exists (the
+            synthetic generator writes one), else no region variant.
         max_slices, batch_size, load_batches: the evaluated slices, as in
             ``evaluate_robustness`` (the map uses the first ``config.map_slices`` of them).
 

@@ -87,10 +87,11 @@ def detectability_heat_figure(tables: Mapping[str, Mapping[str, Any]], path: Pat
                         color="w" if rate[i, j] < 0.6 else "k")
         ax.set_xticks(range(len(contrasts)), [f"{c:g}" for c in contrasts], fontsize=7)
         ax.set_yticks(range(len(sizes)), [f"{s:g}" for s in sizes], fontsize=7)
-        ax.set_xlabel("contrast (fraction of local tissue)")
-        ax.set_ylabel("feature size")
+        ax.set_xlabel("contrast", fontsize=8)
+        ax.set_ylabel("feature size", fontsize=8)
         ax.set_title(f"{name}: FN rate", fontsize=8)
     fig.colorbar(im, ax=list(axes[0]), fraction=0.03, label="false-negative rate")
+    fig.suptitle("contrast: intensity as a fraction of the local tissue intensity", fontsize=8)
     return save_figure(fig, path)
 
 
