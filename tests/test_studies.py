@@ -41,7 +41,9 @@ def reference_info(batch: dict, pert: torch.Tensor, reg: torch.Tensor, k: torch.
     """Information change written out: zero-filled magnitudes (torch.fft) with and without the
     feature, MSE inside T over the squared target max."""
     top, left = (H - h) // 2, (W - w) // 2
-    mag = lambda x: (x.abs() if x.dim() == 3 else x.abs().pow(2).sum(1).sqrt())[:, top:top + h, left:left + w]  # noqa: E731
+    def mag(x):
+        m = x.abs() if x.dim() == 3 else x.abs().pow(2).sum(1).sqrt()
+        return m[:, top:top + h, left:left + w]
     change = mag(ref.ifft2c(k)) - mag(ref.ifft2c(batch["masked_kspace"]))
     return ((change * reg) ** 2).sum((-2, -1)) / reg.sum((-2, -1)) / batch["target"].amax((-2, -1)) ** 2
 

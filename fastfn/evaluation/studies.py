@@ -41,7 +41,6 @@ from fastfn.attack.studies import (NoiseConfig, SusceptibilityMap, ZeroFilled, c
                                    contrast_detail_batch, contrast_detail_table, grid_locations,
                                    kspace_noise_attack, map_slice_seed, map_summary, noise_seed,
                                    reconstruction_metrics)
-from fastfn.attack.studies.detectability import cell_seed
 from fastfn.attack.studies.kspace_noise import data_range
 from fastfn.attack.studies.susceptibility import check_map_config
 from fastfn.configs import as_plain
@@ -310,7 +309,7 @@ def detectability_study(models: Mapping[str, nn.Module], batches: Sequence[Mappi
         try:
             for bi, b in enumerate(batches):
                 r = contrast_detail_batch(model, _to(b, device), attack, sizes, contrasts, batch_index=bi,
-                                          progress=bar)
+                                          progress=bar.update)
                 parts.append(r)
                 evals += r["model_evals"]
         finally:

@@ -24,7 +24,7 @@ c < 0.81 at the demo's 0.2. Read the curve together with the threshold.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -64,7 +64,7 @@ def cell_seed(seed: int, batch_index: int, size_index: int) -> int:
 
 def contrast_detail_batch(model: nn.Module, batch: Mapping[str, Any], cfg: AttackConfig,
                           sizes: Sequence[float], contrasts: Sequence[float], *, batch_index: int = 0,
-                          progress: Any = None) -> dict[str, torch.Tensor]:
+                          progress: Callable[[int], Any] | None = None) -> dict[str, torch.Tensor]:
     """Every (size, contrast) cell of one batch.
 
     Args:
@@ -74,7 +74,7 @@ def contrast_detail_batch(model: nn.Module, batch: Mapping[str, Any], cfg: Attac
             intensity settings are replaced per cell).
         sizes, contrasts: the grid (S sizes, C contrasts).
         batch_index: position of the batch in the evaluated data (seeds the draws).
-        progress: optional object with ``update(n)``, told after each cell.
+        progress: called with 1 after each cell (e.g. a tqdm bar's ``update``).
 
     Returns (S, C, N) tensors on the CPU: ``worst_nmse``, ``info_preserved``, ``fn``,
     and ``model_evals`` (int).
@@ -94,7 +94,7 @@ def contrast_detail_batch(model: nn.Module, batch: Mapping[str, Any], cfg: Attac
             f_row.append(r["fn"].detach().cpu())
             evals += int(r["model_evals"])
             if progress is not None:
-                progress.update(1)
+                progress(1)
         worst.append(torch.stack(w_row))
         info.append(torch.stack(i_row))
         fn.append(torch.stack(f_row))

@@ -303,6 +303,7 @@ def susceptibility_map(model: nn.Module, batch: Mapping[str, Any], cfg: AttackCo
     (stride, a slice without location, method) raises ValueError before the model runs.
     """
     check_map_config(cfg)
+    _check_stride(stride)
     acq = from_batch(batch)
     targets = acq.targets
     N, h, w = targets.shape
@@ -319,7 +320,6 @@ def susceptibility_map(model: nn.Module, batch: Mapping[str, Any], cfg: AttackCo
     pgd = cfg.method != "random"
     R = cfg.pgd_restarts if pgd else cfg.random_restarts
     drawn = R * cfg.pgd_screen if pgd and cfg.pgd_screen > 1 else R
-    _check_stride(stride)
     locations = [loc.to(dev) for loc in locations]
     picks = [grid_index(loc, (h, w), stride) for loc in locations]
     parts = []
