@@ -65,6 +65,10 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ValueError(f"{source}: config key {key!r} must be a mapping, got {value!r}")
         return dict(value)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"{source}: config key {key!r} must be a non-empty list, got {value!r}")
+        return tuple(_coerce(args[0], v, source, key) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"{source}: config key {key!r} must be a list of {len(args)} "

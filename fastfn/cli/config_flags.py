@@ -30,6 +30,15 @@ def _pair(kind: type):
     return parse
 
 
+def _list(kind: type):
+    def parse(text: str) -> tuple:
+        parts = [p for p in text.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        return tuple(kind(p) for p in parts)
+    return parse
+
+
 def _leaf_fields(cls: type, path: tuple[str, ...] = (), nested: bool = True
                  ) -> list[tuple[tuple[str, ...], Any, type]]:
     """(path, field, owner class) of every non-dataclass field, depth first (nested
@@ -92,7 +101,9 @@ def add_config_flags(parser: argparse.ArgumentParser | Any, cls: type, *, prefix
         text = docs.get(f.name, "").replace("%", "%%")
         kw: dict[str, Any] = {"dest": f"{_DEST}{name}:" + ".".join(path), "default": None,
                               "help": f"{text} (default: {default})%(default).0s".strip()}
-        if origin is tuple:
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            kw.update(type=_list(args[0]), metavar="A,B,...")
+        elif origin is tuple:
             kw.update(type=_pair(args[0]), metavar="A[,B]")
         elif tp is bool:
             kw.update(action=argparse.BooleanOptionalAction)

@@ -26,10 +26,21 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--studies", default="", metavar="LIST",
+                   help="robustness studies to run too, on the first mask: map (susceptibility map), "
+                        "detectability (contrast-detail), noise (adversarial k-space noise), comma-separated")
+    p.add_argument("--studies-only", action="store_true",
+                   help="run only the --studies (no clean metrics and FN rates of the protocol)")
+    p.add_argument("--annotations", default=None, metavar="CSV",
+                   help="box annotations for the region-aimed noise study (default: beside the --data folder)")
     add_model_args(p, several=True)
     add_config_flags(p, type(DEFAULT_ATTACK), defaults=DEFAULT_ATTACK, skip=("method",),
                      aliases={"random_restarts": ["--restarts"]},
                      title="attack budget and features (fastfn.attack.AttackConfig)")
+    from fastfn.evaluation.studies import StudyConfig
+    add_config_flags(p, StudyConfig, prefix="study-", name="study",
+                     title="robustness studies (fastfn.evaluation.studies.StudyConfig; the features and the "
+                           "search of the map and the contrast-detail grid are the attack's)")
     p.set_defaults(func=run)
 
 
@@ -45,9 +56,16 @@ def run(args) -> int:
         raise ValueError(f"--name given {len(args.name)} times for {len(models)} models (--ckpt, --weights)")
     attack = config_from_args(args, type(DEFAULT_ATTACK), DEFAULT_ATTACK)
     note = contamination_note(args, args.data)
-    dist = init_distributed(args.device)
+    studies = [t.strip() for t in args.studies.split(",") if t.strip()]
+    if args.studies_only and not studies:
+        raise ValueError("--studies-only needs --studies (map, detectability, noise)")
+    if studies:
+        from fastfn.evaluation.studies import StudyConfig, parse_studies
+        parse_studies(studies)   # a bad name fails before any model runs
+        study_config = config_from_args(args, StudyConfig, name="study")
+    dist = init_distributed(args.device) if not args.studies_only else None
     try:
-        report = evaluate_robustness(
+        report = None if args.studies_only else evaluate_robustness(
             models, args.data, args.masks, args.out, attack=attack,
             attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
             max_slices=args.max_slices or None, batch_size=args.batch_size,
@@ -55,9 +73,24 @@ def run(args) -> int:
             dist=dist if dist.distributed else None, warnings=[note] if note else [])
     finally:
         cleanup()
-    if report is None:  # a rank other than 0 of a torchrun launch
+    if dist is not None and not dist.is_main:  # a rank other than 0 of a torchrun launch
         return 0
+    if studies:
+        from fastfn.data import split_mask_specs
+        from fastfn.evaluation.studies import evaluate_studies
+        from fastfn.evaluation.tables import studies_markdown
+        from fastfn.fileio import atomic_write_text
+        from fastfn.train.distributed import resolve_device
+        result = evaluate_studies(models, args.data, split_mask_specs(args.masks)[0], Path(args.out) / "studies",
+                                  studies=studies, attack=attack, config=study_config,
+                                  annotations=args.annotations, max_slices=args.max_slices or None,
+                                  batch_size=args.batch_size, device=resolve_device(args.device),
+                                  progress=not args.no_progress, names=args.name)
+        section = studies_markdown(result)
+        md = Path(args.out) / "robustness.md"
+        atomic_write_text(md, (md.read_text() + "\n" if report is not None else "") + section)
     print((Path(args.out) / "robustness.md").read_text())
-    print(f"wrote {Path(args.out) / 'robustness.json'}, robustness.md and "
-          f"{len(report['figures'])} figures ({report['world_size']} process(es))")
+    if report is not None:
+        print(f"wrote {Path(args.out) / 'robustness.json'}, robustness.md and "
+              f"{len(report['figures'])} figures ({report['world_size']} process(es))")
     return 0

@@ -43,7 +43,7 @@ from fastfn.attack.studies import (NoiseConfig, SusceptibilityMap, ZeroFilled, c
                                    reconstruction_metrics)
 from fastfn.attack.studies.kspace_noise import data_range
 from fastfn.attack.studies.susceptibility import check_map_config
-from fastfn.configs import as_plain
+from fastfn.configs import as_plain, from_plain
 from fastfn.data.annotations import Box, annotations_path, batch_box_maps, index_boxes, read_annotations, volume_key
 from fastfn.data.phantom import LABELS
 from fastfn.evaluation import study_figures as figs
@@ -81,7 +81,7 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.noise, Mapping):
-            self.noise = NoiseConfig(**dict(self.noise))
+            self.noise = from_plain(NoiseConfig, self.noise, source="StudyConfig.noise")
         if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
             raise ValueError(f"StudyConfig.stride must be an integer >= 1, got {self.stride!r}")
         if self.map_slices < 1 or self.figure_slices < 0:
@@ -579,6 +579,7 @@ def evaluate_studies(models: Sequence[Any], data: Any, mask: str, out: str | Pat
         s = write_noise_study(out / "noise", res, config.noise)
         s["annotations"] = str(csv_path) if csv_path is not None else None
         report["results"]["noise"] = {"levels": s["levels"], "aims": s["aims"],
+                                      "adversarial_gap_nmse": s["adversarial_gap_nmse"],
                                       "annotations": s["annotations"]}
         report["figures"] += [f"noise/{f}" for f in s["figures"]]
     _json(out / "studies.json", report)

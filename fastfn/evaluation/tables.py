@@ -54,3 +54,44 @@ def lesion_table(result: dict) -> str:
     for warning in result.get("warnings", []):
         lines += ["", f"**Warning:** {warning}"]
     return "\n".join(lines) + "\n"
+
+
+def studies_markdown(report: Mapping[str, Any]) -> str:
+    """The robustness studies' section of the report (``fastfn.evaluation.studies``'s
+    ``studies.json``): the missed fraction of the anatomy per model, the contrast-detail
+    curve per model and the reconstruction NMSE under adversarial vs random k-space noise."""
+    res, cfg, attack = report["results"], report["config"], report["attack"]
+    lines = [f"## Robustness studies ({', '.join(report['studies'])}; {report['n_slices']} slices, "
+             f"mask {report['mask']}, false negative at masked NMSE >= {attack['threshold']:g})", ""]
+    if "map" in res:
+        labels = sorted({lab for m in res["map"].values() for lab in m.get("per_label", {})})
+        lines += [f"Susceptibility map (one {attack['features']['family']} feature at every {cfg['stride']}-px "
+                  f"grid location inside the anatomy of {cfg['map_slices']} slice(s)): the fraction of "
+                  "locations where the feature is a false negative.", "",
+                  "| model | locations | missed fraction | " + " | ".join(labels) + (" |" if labels else ""),
+                  "|---|---:|---:|" + "---:|" * len(labels)]
+        for name, m in res["map"].items():
+            per = [f"{m['per_label'][lab]['fn_fraction']:.3f}" if lab in m.get("per_label", {}) else "n/a"
+                   for lab in labels]
+            lines.append(f"| {name} | {m['n_locations']} | {m['fn_fraction']:.3f} | " + " | ".join(per)
+                         + (" |" if labels else ""))
+        lines.append("")
+    if "detectability" in res:
+        sizes = next(iter(res["detectability"].values()))["sizes"]
+        lines += ["Contrast-detail curve: per feature size, the smallest contrast (fraction of the local "
+                  "tissue intensity) detected in most slices (lower is better; - none detected).", "",
+                  "| model | " + " | ".join(f"size {s:g}" for s in sizes) + " |", "|---|" + "---:|" * len(sizes)]
+        for name, d in res["detectability"].items():
+            lines.append(f"| {name} | " + " | ".join("-" if c is None else f"{c:g}" for c in d["curve"]) + " |")
+        lines.append("")
+    if "noise" in res:
+        levels = res["noise"]["levels"]
+        lines += ["Measurement-domain noise: NMSE of the reconstruction under adversarial / random noise of "
+                  "relative l2 norm eps (||e|| = eps ||m k|| per slice).", "",
+                  "| model | " + " | ".join(f"eps {e:g}" for e in levels) + " |", "|---|" + "---:|" * len(levels)]
+        for name, c in res["noise"]["aims"]["image"].items():
+            cells = [f"{a:.4f} / {r:.4f}" for a, r in zip(c["adversarial"]["nmse"], c["random"]["nmse"])]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Figures: " + ", ".join(f"`studies/{f}`" for f in report["figures"]))
+    return "\n".join(lines) + "\n"
