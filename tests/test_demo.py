@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from fastfn.evaluation.demo import DemoConfig, run_demo
+
+
+def printed_md(out: Path) -> str:
+    return (out / "evaluation" / "robustness.md").read_text()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -21,7 +26,9 @@ def tiny_cfg(tmp_path, monkeypatch):
                       steps=2, batch_size=2, eval_slices=3, progress=False,
                       robust=dataclasses.replace(d.robust, attack=d.robust.attack.replace(
                           size=(3, 5), random_restarts=1, pgd_restarts=1, pgd_steps=1)),
-                      attack=d.attack.replace(size=(3, 3), random_restarts=2, pgd_restarts=1, pgd_steps=1))
+                      attack=d.attack.replace(size=(3, 3), random_restarts=2, pgd_restarts=1, pgd_steps=1),
+                      contrast_detail=dataclasses.replace(d.contrast_detail, sizes=(2.0, 3.0), contrasts=(0.5, 1.0)),
+                      contrast_detail_slices=2)
 
 
 def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, tiny_cfg, capsys):
@@ -46,7 +53,9 @@ def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, tiny_cfg, capsys):
     for name in ("standard", "robust"):
         assert (out / name / "last.pt").is_file()
     for f in on_disk["figures"]:
-        assert (tmp_path / "demo" / "evaluation" / f.split("/")[-1]).is_file()
+        assert Path(f).is_file()
+    assert "contrast_detail.png" in " ".join(on_disk["figures"]) and "Contrast-detail curve" in printed_md(out)
+    assert set(on_disk["contrast_detail"]) == {"threshold", "sizes", "standard", "robust"}
     lesions = json.loads((out / "evaluation" / "lesions.json").read_text())
     assert lesions["n_boxes"] > 0 and lesions["unmatched_boxes"] == 0
     assert on_disk["lesions"] == {label: {m: v["nmse_pooled"] for m, v in per.items()}

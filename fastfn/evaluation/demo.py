@@ -33,6 +33,8 @@ from fastfn.data import split_mask_specs
 from fastfn.data.synthetic import default_data
 from fastfn.evaluation.lesions import evaluate_lesions
 from fastfn.evaluation.protocol import evaluate_robustness, fn_rate_at
+from fastfn.evaluation.studies import StudyConfig, evaluate_studies
+from fastfn.evaluation.tables import studies_markdown
 from fastfn.fileio import atomic_write_bytes
 from fastfn.data.annotations import annotations_path
 from fastfn.models import MODEL_NAMES, build_model
@@ -84,6 +86,14 @@ class DemoConfig:
         coils: receive coils of the synthetic data for a multi-coil model.
         annotations: a fastMRI+-style box CSV of the validation data for the lesion table
             (default: the one beside the validation folder, when there is one).
+        contrast_detail: the contrast-detail study of both models (its sizes, contrasts and
+            detection rate; ``fastfn.evaluation.studies``), on the first
+            ``contrast_detail_slices`` validation slices with the evaluation attack's random
+            search; None: no study.
+        contrast_detail_threshold: the study's false-negative threshold: a feature the model
+            drops entirely has a masked NMSE of about (c / (1 + c))^2 at contrast c, so the
+            threshold bounds the faintest contrast that can count as missed (0.05: c >= 0.29).
+        contrast_detail_slices: validation slices of the study.
     """
     size: int = 128
     train_volumes: int = 8
@@ -115,6 +125,10 @@ class DemoConfig:
     crop_size: int | None = None
     coils: int = 4
     annotations: str | None = None
+    contrast_detail: StudyConfig | None = field(default_factory=lambda: StudyConfig(
+        sizes=(3.0, 6.0, 10.0, 15.0), contrasts=(0.1, 0.25, 0.5, 1.0, 2.0)))
+    contrast_detail_threshold: float = 0.05
+    contrast_detail_slices: int = 8
 
 
 def robust_start_step(cfg: DemoConfig) -> int:
@@ -221,6 +235,17 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None) -> dict[st
         attack=cfg.attack, max_slices=cfg.eval_slices, batch_size=max(cfg.batch_size, 4),
         device=device, progress=cfg.progress, names=names)
     summary = summarize(report, std, rob, cfg, time.perf_counter() - t_start, out)
+    if cfg.contrast_detail is not None:
+        cd = evaluate_studies(models, val_src, split_mask_specs(cfg.eval_masks)[0], out / "evaluation" / "studies",
+                              studies=["detectability"], attack=cfg.attack.replace(threshold=cfg.contrast_detail_threshold),
+                              config=cfg.contrast_detail, max_slices=cfg.contrast_detail_slices,
+                              batch_size=max(cfg.batch_size, 4), device=device, progress=cfg.progress, names=names)
+        md = out / "evaluation" / "robustness.md"
+        atomic_write_bytes(md, (md.read_text() + "\n" + studies_markdown(cd)).encode())
+        summary["contrast_detail"] = {"threshold": cfg.contrast_detail_threshold,
+                                      "sizes": list(cfg.contrast_detail.sizes),
+                                      **{m: r["curve"] for m, r in cd["results"]["detectability"].items()}}
+        summary["figures"] += [str(out / "evaluation" / "studies" / f) for f in cd["figures"]]
     boxes = _annotations(cfg, val_src)
     if boxes is not None:
         lesions = evaluate_lesions(models, val_src, out / "evaluation", annotations=boxes,
