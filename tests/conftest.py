@@ -1,10 +1,12 @@
-"""Shared fixtures: devices (CPU always, CUDA when present), seeded RNG, shared data.
+"""Shared fixtures: devices (CPU always, CUDA when present, the emulated CUDA schedule for
+the operator tests), seeded RNG, shared data.
 
 Nothing here touches CUDA at import time.
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -28,10 +30,46 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-def device(request) -> torch.device:
-    """Every device this machine has: cpu, and cuda when available (skipped otherwise)."""
-    return torch.device(request.param)
+def pytest_generate_tests(metafunc):
+    """`device` of every test: cpu, cuda (skipped without a GPU), and for the operator
+    tests (test_ops_*) also emu, the CUDA kernels' schedule run on the CPU."""
+    if "device" not in metafunc.fixturenames:
+        return
+    params = ["cpu"]
+    if metafunc.module.__name__.startswith("test_ops_"):
+        params.append("emu")
+    params.append(pytest.param("cuda", marks=pytest.mark.cuda))
+    metafunc.parametrize("device", params, indirect=True)
+
+
+@pytest.fixture
+def device(request):
+    """torch.device of the test. emu: cpu tensors, with fastfn.ops routed through the
+    emulated CUDA schedule (tests/schedule_emulation.py) and uninitialised memory filled
+    with NaN; skipped when that test-only library cannot be built here."""
+    if request.param != "emu":
+        yield torch.device(request.param)
+        return
+    schedule_emulation = request.getfixturevalue("cuda_schedule_emulation")
+    with schedule_emulation.active():
+        yield torch.device("cpu")
+
+
+@pytest.fixture(scope="session")
+def cuda_schedule_emulation():
+    """tests/schedule_emulation.py with its library built and loaded (once a session)."""
+    import shutil
+
+    from torch.utils.cpp_extension import is_ninja_available
+
+    import schedule_emulation
+
+    if not is_ninja_available():
+        pytest.skip("the CUDA schedule emulation needs ninja to build (pip install ninja)")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("the CUDA schedule emulation needs a C++ compiler (c++ or $CXX)")
+    schedule_emulation.load()
+    return schedule_emulation
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import fastfn.ops.features as features_ops
 import fastfn.reference as ref
 from fastfn.ops import feature_step, insert_features
 
@@ -124,11 +125,12 @@ def test_opcheck(device):
     images = torch.rand(N, H, W, device=device, requires_grad=True)
     idx, vals = random_features(N, R, P, H, W, device=device)
     vals.requires_grad_(True)
-    torch.library.opcheck(torch.ops.fastfn.insert_features.default, (images, idx, vals, 1))
+    f = features_ops._ops  # torch.ops.fastfn, or the emulated schedule's namespace on `emu`
+    torch.library.opcheck(f.insert_features.default, (images, idx, vals, 1))
     pert, _ = insert_features(images.detach(), idx, vals.detach())
     grad = torch.randn_like(pert)
     lo, hi = torch.zeros(N, R, device=device), torch.ones(N, R, device=device)
-    torch.library.opcheck(torch.ops.fastfn.feature_step.default,
+    torch.library.opcheck(f.feature_step.default,
                           (pert.clone(), vals.detach().clone(), idx, grad, lo, hi, torch.full((N, R), 0.1, device=device), False))
 
 

@@ -5,6 +5,7 @@
 // kernels themselves (features_cpu.cpp, features_cuda.cu), as they need the data.
 #pragma once
 
+#include <ATen/MemoryOverlap.h>
 #include <torch/types.h>
 
 #include "common/dtype_name.h"
@@ -62,6 +63,11 @@ inline void check_step_args(const at::Tensor& perturbed, const at::Tensor& value
     TORCH_CHECK(t->device() == perturbed.device(), op, ": every argument must be on ", perturbed.device(), ", got ",
                 t->device());
   }
+  // the step reads grad while it writes perturbed: in one buffer, a lane's write would
+  // change what another lane reads (memory only: the fake kernels have none to compare)
+  const at::MemOverlapStatus overlap = at::get_overlap_status(perturbed, grad);
+  TORCH_CHECK(overlap != at::MemOverlapStatus::Full && overlap != at::MemOverlapStatus::Partial, op,
+              ": grad shares memory with perturbed (pass the gradient in its own buffer)");
 }
 
 }  // namespace features

@@ -1,6 +1,6 @@
 // CUDA kernels of the masked-FFT ops: the host code of masked_fft_forward.h and
 // masked_fft_backward.h with cuFFT through ATen (its plan cache, the current stream) and
-// one grid-stride kernel that runs any pass, one element per thread, on the schedule of
+// one 2D grid-stride kernel that runs any pass, one element per thread, on the schedule of
 // masked_fft_cuda_schedule.h. Only the launch and the device guard are CUDA-specific here.
 // c10's stream header rather than ATen/cuda/CUDAContext.h (which pulls in cuSPARSE/cuBLAS
 // headers the pip CUDA wheels place outside CUDA_HOME); at::cuda::getCurrentCUDAStream is
@@ -19,19 +19,20 @@ namespace {
 
 template <class F>
 __global__ void grid_stride_kernel(F f, int64_t rows, int64_t inner) {
-  cuda_schedule::grid_stride_loop(f, rows, inner, static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
-                                  static_cast<int64_t>(blockDim.x) * gridDim.x);
+  grid::grid_stride_2d(f, rows, inner, static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                       static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y,
+                       static_cast<int64_t>(blockDim.x) * gridDim.x, static_cast<int64_t>(blockDim.y) * gridDim.y);
 }
 
 struct CudaBackend : cuda_schedule::WholeBatchSchedule {
   using DeviceGuard = c10::cuda::CUDAGuard;
   template <class F>
   static void launch(const F& f, int64_t rows, int64_t inner) {
-    const int64_t total = rows * inner;
-    if (total == 0) return;
-    const int64_t blocks = cuda_schedule::grid_blocks(total);
-    grid_stride_kernel<<<static_cast<unsigned>(blocks), cuda_schedule::kThreadsPerBlock, 0,
-                         c10::cuda::getCurrentCUDAStream()>>>(f, rows, inner);
+    if (rows == 0 || inner == 0) return;
+    const grid::Shape2d s = cuda_schedule::pass_shape(rows, inner);
+    const dim3 blocks(static_cast<unsigned>(s.blocks_x), static_cast<unsigned>(s.blocks_y));
+    const dim3 threads(static_cast<unsigned>(s.threads_x), static_cast<unsigned>(s.threads_y));
+    grid_stride_kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(f, rows, inner);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };

@@ -17,6 +17,8 @@ from fastfn import _extension
 
 _extension.load()
 
+_ops = torch.ops.fastfn
+
 __all__ = ["insert_features", "feature_step"]
 
 
@@ -39,7 +41,7 @@ def insert_features(images: torch.Tensor, index: torch.Tensor, values: torch.Ten
     Raises RuntimeError naming the argument for indices outside the image,
     mismatched N, shapes or dtypes, and features without pixels.
     """
-    return torch.ops.fastfn.insert_features(images, index, values, int(ring))
+    return _ops.insert_features(images, index, values, int(ring))
 
 
 def _as_bounds(b, like: torch.Tensor, name: str) -> torch.Tensor:
@@ -77,9 +79,8 @@ def feature_step(perturbed: torch.Tensor, values: torch.Tensor, index: torch.Ten
         lo, hi: intensity bounds, scalars, (N,) per image or (N, R) per feature.
         step: step size in intensity units: a scalar, (N,) or (N, R).
     """
-    torch.ops.fastfn.feature_step(perturbed, values, index, grad.contiguous(), _as_bounds(lo, perturbed, "lo"),
-                                  _as_bounds(hi, perturbed, "hi"), _as_bounds(step, perturbed, "step"),
-                                  bool(normalize))
+    _ops.feature_step(perturbed, values, index, grad.contiguous(), _as_bounds(lo, perturbed, "lo"),
+                      _as_bounds(hi, perturbed, "hi"), _as_bounds(step, perturbed, "step"), bool(normalize))
 
 
 # ---------------------------------------------------------------- fake kernels
