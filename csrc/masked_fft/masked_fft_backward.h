@@ -73,7 +73,7 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
   if (want.lam) partial_w = at::zeros({(N + chunk - 1) / chunk}, in.lam.options());
   // Returns a = F^-1 of the chunk's blended grad spectrum (undefined unless need_adjoint).
   auto images = [&](int64_t c, int64_t n0, int64_t n1) {
-    const int64_t count = n1 - n0, tiles = count * row_blocks(g.H);
+    const int64_t count = n1 - n0, tiles = count * row_blocks<Backend::kColumnTileRows>(g.H);
     ColumnFrame<T> f = f0;
     f.n0 = n0;
     Tensor G = at::_fft_c2c(coil_images<Backend, T>(in, grad, n0, n1), {2}, kFftUnnormalised, true);
@@ -84,7 +84,7 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
     if (need_meas) meas = chunk_measurement<Backend, T>(in, f, n0, n1);
     if (want.k0) kbuf = at::empty({count, f.K, g.H}, in.x.options());
     if (want.lam) weight_terms = at::empty({count, g.H, f.K}, in.lam.options());
-    DcBackwardColumns<T> pass{f,
+    DcBackwardColumns<T, Backend::kColumnTileRows> pass{f,
                               G.data_ptr<cx<T>>(),
                               X.defined() ? X.data_ptr<cx<T>>() : nullptr,
                               want.k0 ? kbuf.data_ptr<cx<T>>() : nullptr,
@@ -106,7 +106,7 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
         out.zero_();
       } else {
         const Tensor kf = at::_fft_c2c(kbuf, {2}, kFftUnnormalised, /*forward=*/true);
-        ScatterColumns<T> scatter{kf.data_ptr<cx<T>>(), plan.slot.data_ptr<int64_t>(), out.data_ptr<cx<T>>(),
+        ScatterColumns<T, Backend::kColumnTileRows> scatter{kf.data_ptr<cx<T>>(), plan.slot.data_ptr<int64_t>(), out.data_ptr<cx<T>>(),
                                   g.C, g.H, g.W, f.K, g.Bm, n0, conj(f.meas_constant)};
         Backend::launch(scatter, tiles, g.W);
       }

@@ -4,12 +4,15 @@
 // columns: the inverse FFT along W that follows divides by W itself, so unsampled bins
 // need no pass at all. Also the column plan: which columns are sampled, built on the host.
 //
-// The passes here work on tiles of kRowBlock image rows: a "row" of theirs is
-// (n, block), rows n * row_blocks(H) + hb, covering h in [hb * kRowBlock, ...). For each
-// sampled column they visit the tile's rows together, so the (N, K, H) measurement buffer
-// is read or written a whole cache line at a time instead of one element per line (a
-// row-at-a-time pass there touches K scattered lines per row). Tiles count from the first
-// image of the chunk they run on (n0); the pointers they hold point at that image.
+// The passes here work on tiles of kRows image rows (a template parameter, the
+// Backend's kColumnTileRows): a "row" of theirs is (n, block), rows
+// n * row_blocks<kRows>(H) + hb, covering h in [hb * kRows, ...). On the CPU (8 rows)
+// each call visits the tile's rows together for each sampled column, so the (N, K, H)
+// measurement buffer is read or written a whole cache line at a time instead of one
+// element per line (a row-at-a-time pass there touches K scattered lines per row). On
+// CUDA (1 row) each thread handles one row and one slot, and the threads of a warp run
+// along the slots. Tiles count from the first image of the chunk they run on (n0); the
+// pointers they hold point at that image.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -24,35 +27,43 @@
 namespace fastfn {
 namespace mfft {
 
-constexpr int64_t kRowBlock = 8;
+template <int64_t kRows>
+FASTFN_HD int64_t row_blocks(int64_t H) {
+  return (H + kRows - 1) / kRows;
+}
 
-FASTFN_HD int64_t row_blocks(int64_t H) { return (H + kRowBlock - 1) / kRowBlock; }
-
-// Rows [h0, h1) of image n in tile `tile` (of n * row_blocks(H) + hb).
+// Rows [h0, h1) of image n in tile `tile` (of n * row_blocks<kRows>(H) + hb).
+template <int64_t kRows>
 struct RowTile {
   int64_t n, h0, h1;
   FASTFN_HD RowTile(int64_t tile, int64_t H) {
-    const int64_t nb = row_blocks(H);
+    if (kRows == 1) {
+      n = tile / H;
+      h0 = tile - n * H;
+      h1 = h0 + 1;
+      return;
+    }
+    const int64_t nb = row_blocks<kRows>(H);
     n = tile / nb;
-    h0 = (tile % nb) * kRowBlock;
-    h1 = h0 + kRowBlock < H ? h0 + kRowBlock : H;
+    h0 = (tile % nb) * kRows;
+    h1 = h0 + kRows < H ? h0 + kRows : H;
   }
 };
 
 // Gathers the sampled columns of k0, with the pre-phase r_H of F_{c,H}^-1, into a
 // contiguous (N, K, H) buffer (then transformed along H, its last dim):
 // out[n, q, h] = r_H[h] * k0[n, h, idx[bm, q]]. Inner index: gather slots [0, K).
-template <typename T>
+template <typename T, int64_t kRows>
 struct GatherColumns {
   const cx<T>* k0;
   const int64_t* idx;  // (Bm, K)
   cx<T>* out;          // (N, K, H)
   int64_t C, H, W, K, Bm, n0;
   FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
-    const RowTile t(tile, H);
+    const RowTile<kRows> t(tile, H);
     const int64_t bm = Bm == 1 ? 0 : (n0 + t.n) / C;
     const int64_t* cols = idx + bm * K;
-    cx<T> ph[kRowBlock];
+    cx<T> ph[kRows];
     for (int64_t h = t.h0; h < t.h1; ++h) ph[h - t.h0] = centring_phase<T>(h, H);
     const cx<T>* src = k0 + (t.n * H + t.h0) * W;
     const int64_t rows = t.h1 - t.h0;
@@ -73,7 +84,7 @@ struct GatherColumns {
 
 // The inverse of the gather, for grad_k0: out[n, kh, j] = factor * conj(r_H[kh]) *
 // buf[n, slot[bm, j], kh] at sampled columns, 0 elsewhere. Inner index: columns [0, W).
-template <typename T>
+template <typename T, int64_t kRows>
 struct ScatterColumns {
   const cx<T>* buf;     // (N, K, H) transformed along H
   const int64_t* slot;  // (Bm, W), -1 where unsampled
@@ -81,9 +92,9 @@ struct ScatterColumns {
   int64_t C, H, W, K, Bm, n0;
   cx<T> factor;
   FASTFN_HD void operator()(int64_t tile, int64_t w0, int64_t w1) const {
-    const RowTile t(tile, H);
+    const RowTile<kRows> t(tile, H);
     const int64_t bm = Bm == 1 ? 0 : (n0 + t.n) / C;
-    cx<T> ph[kRowBlock];
+    cx<T> ph[kRows];
     for (int64_t kh = t.h0; kh < t.h1; ++kh) ph[kh - t.h0] = factor * conj(centring_phase<T>(kh, H));
     cx<T>* dst = out + (t.n * H + t.h0) * W;
     const int64_t rows = t.h1 - t.h0;
@@ -122,19 +133,19 @@ struct ColumnFrame {
 
 // The DC blend of the spectrum at the gathered columns, in place:
 // X <- (1 - w m') X + w m' h0' sqrt(W). Inner index: gather slots [0, K).
-template <typename T>
+template <typename T, int64_t kRows>
 struct DcBlendColumns {
   ColumnFrame<T> f;
   cx<T>* X;
   FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
     const int64_t W = f.W, H = f.H;
-    const RowTile t(tile, H);
+    const RowTile<kRows> t(tile, H);
     const int64_t bm = f.mask_batch(t.n);
     const T* m = f.mask + bm * W;
     const int64_t* cols = f.cols + bm * f.K;
     const T w = dc_weight(f.lam);
     const T root = T(1) / f.scale;
-    cx<T> rh[kRowBlock];  // the tile's row factors, hoisted out of the slot loop
+    cx<T> rh[kRows];  // the tile's row factors, hoisted out of the slot loop
     for (int64_t h = t.h0; h < t.h1; ++h) rh[h - t.h0] = f.meas_row_factor(h);
     cx<T>* xt = X + (t.n * H + t.h0) * W;
     const cx<T>* mt = f.meas + t.n * f.K * H + t.h0;
@@ -166,7 +177,7 @@ struct DcBlendColumns {
 //                      caller into grad_w
 // Every grad_k0 and weight_terms element is written (0 in padding slots). Inner index:
 // gather slots [0, K).
-template <typename T>
+template <typename T, int64_t kRows>
 struct DcBackwardColumns {
   ColumnFrame<T> f;
   cx<T>* G;             // fft_W(S g)
@@ -176,7 +187,7 @@ struct DcBackwardColumns {
   bool adjoint_in_place, output_in_place;
   FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
     const int64_t W = f.W, H = f.H, K = f.K;
-    const RowTile t(tile, H);
+    const RowTile<kRows> t(tile, H);
     const int64_t n = t.n;
     const int64_t bm = f.mask_batch(n);
     const T* m = f.mask + bm * W;
@@ -184,7 +195,7 @@ struct DcBackwardColumns {
     const T s = f.scale;
     const T w = dc_weight(f.lam);
     const bool need_measurement = weight_terms != nullptr || output_in_place;
-    cx<T> rh[kRowBlock], rhc[kRowBlock];  // the tile's row factors, hoisted out of the slot loop
+    cx<T> rh[kRows], rhc[kRows];  // the tile's row factors, hoisted out of the slot loop
     for (int64_t h = t.h0; h < t.h1; ++h) {
       rh[h - t.h0] = f.meas_row_factor(h);
       rhc[h - t.h0] = conj(centring_phase<T>(h, H));

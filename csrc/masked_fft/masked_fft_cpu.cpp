@@ -23,6 +23,7 @@ namespace {
 struct CpuBackend {
   static constexpr bool kSplitSmall2d = true;
   static constexpr bool kImageChunks = true;
+  static constexpr int64_t kColumnTileRows = 8;
   struct DeviceGuard {
     explicit DeviceGuard(c10::Device) {}
   };

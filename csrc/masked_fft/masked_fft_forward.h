@@ -244,9 +244,9 @@ Tensor chunk_measurement(const DcInputs& in, ColumnFrame<T>& f, int64_t n0, int6
   const Geometry& g = in.g;
   const int64_t count = n1 - n0;
   Tensor buf = at::empty({count, f.K, g.H}, in.x.options());
-  GatherColumns<T> gather{in.k0.data_ptr<cx<T>>() + n0 * g.H * g.W, f.cols, buf.data_ptr<cx<T>>(),
+  GatherColumns<T, Backend::kColumnTileRows> gather{in.k0.data_ptr<cx<T>>() + n0 * g.H * g.W, f.cols, buf.data_ptr<cx<T>>(),
                           g.C, g.H, g.W, f.K, g.Bm, n0};
-  Backend::launch(gather, count * row_blocks(g.H), f.K);
+  Backend::launch(gather, count * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
   Tensor meas = at::_fft_c2c(buf, {2}, kFftUnnormalised, /*forward=*/false);
   TORCH_INTERNAL_ASSERT(meas.is_contiguous());
   f.meas = meas.data_ptr<cx<T>>();
@@ -268,8 +268,8 @@ Tensor dc_columns_images(const DcInputs& in, ColumnFrame<T> f, int64_t n0, int64
   TORCH_INTERNAL_ASSERT(X.is_contiguous());
   if (f.K > 0) {
     const Tensor meas = chunk_measurement<Backend, T>(in, f, n0, n1);
-    DcBlendColumns<T> blend{f, X.data_ptr<cx<T>>()};
-    Backend::launch(blend, count * row_blocks(g.H), f.K);
+    DcBlendColumns<T, Backend::kColumnTileRows> blend{f, X.data_ptr<cx<T>>()};
+    Backend::launch(blend, count * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
   }
   return at::_fft_c2c(X, {2}, kFftByN, /*forward=*/false);
 }

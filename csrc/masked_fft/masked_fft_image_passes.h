@@ -68,7 +68,8 @@ struct CoilImages {
   }
 };
 
-// Coil combine: out[b] = sum_c conj(S[b, c]) * u[b, c]. Rows: b * H + h.
+// Coil combine: out[b] = sum_c conj(S[b, c]) * u[b, c]. Rows: b * H + h. Each element
+// sums its coils in a register, in coil order, and is stored once.
 template <typename T>
 struct CoilCombine {
   const cx<T>* sens;
@@ -77,13 +78,15 @@ struct CoilCombine {
   int64_t C, H, W;
   FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
     const int64_t b = row / H, h = row % H;
-    cx<T>* o = out + row * W;
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t base = ((b * C + c) * H + h) * W;
-      for (int64_t w = w0; w < w1; ++w) {
-        const cx<T> v = conj(sens[base + w]) * u[base + w];
-        o[w] = c == 0 ? v : o[w] + v;
+    const int64_t coil_stride = H * W;
+    const int64_t first = (b * C * H + h) * W;
+    for (int64_t w = w0; w < w1; ++w) {
+      cx<T> acc = conj(sens[first + w]) * u[first + w];
+      for (int64_t c = 1; c < C; ++c) {
+        const int64_t i = first + c * coil_stride + w;
+        acc = acc + conj(sens[i]) * u[i];
       }
+      out[row * W + w] = acc;
     }
   }
 };
