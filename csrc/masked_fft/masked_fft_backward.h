@@ -45,7 +45,7 @@ DcGrads dc_backward_2d(const DcInputs& in, const Tensor& grad, WantedGrads want)
     const Tensor u = fft_along<Backend>(X, spectrum_dims(g), false);
     gs = at::empty_like(in.sens);
     SensGrad<T> sens_grad{grad.data_ptr<cx<T>>(), u.data_ptr<cx<T>>(), a.data_ptr<cx<T>>(),
-                          in.x.data_ptr<cx<T>>(), gs.data_ptr<cx<T>>(), g.C, g.H, g.W, 0};
+                          in.x.data_ptr<cx<T>>(), gs.data_ptr<cx<T>>(), g.C, g.H, g.W, 0, T(1)};
     Backend::launch(sens_grad, g.images() * g.H, g.W);
   }
   if (want.lam) gw = weight_terms.sum();
@@ -65,6 +65,9 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
   const ColumnFrame<T> f0 = column_frame<T>(in, plan);
   const bool need_x_spectrum = want.lam || want.sens, need_adjoint = want.x || want.sens;
   const bool need_meas = need_x_spectrum && f0.K > 0;
+  // the 1/W of the inverse FFTs along W goes into the passes after them (multi-coil: the
+  // sensitivity gradient and the coil combine of grad_x) on a backend that folds it
+  const bool fold = Backend::kFoldInverseScale && in.sens.defined();
   Tensor gx, gk0, gs, gw;
   if (want.k0) gk0 = at::empty(in.k0.sizes(), in.x.options());
   if (want.sens) gs = at::empty_like(in.sens);
@@ -93,11 +96,12 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
                               /*output_in_place=*/want.sens};
     Backend::launch(pass, tiles, f.K);
     Tensor a;
-    if (need_adjoint) a = at::_fft_c2c(G, {2}, kFftByN, /*forward=*/false);
+    if (need_adjoint) a = at::_fft_c2c(G, {2}, fold ? kFftUnnormalised : kFftByN, /*forward=*/false);
     if (want.sens) {
-      const Tensor u = at::_fft_c2c(X, {2}, kFftByN, /*forward=*/false);
+      const Tensor u = at::_fft_c2c(X, {2}, fold ? kFftUnnormalised : kFftByN, /*forward=*/false);
       SensGrad<T> sens_grad{grad.data_ptr<cx<T>>(), u.data_ptr<cx<T>>(), a.data_ptr<cx<T>>(),
-                            in.x.data_ptr<cx<T>>(), gs.data_ptr<cx<T>>() + n0 * HW, g.C, g.H, g.W, n0};
+                            in.x.data_ptr<cx<T>>(), gs.data_ptr<cx<T>>() + n0 * HW, g.C, g.H, g.W, n0,
+                            fold ? T(1) / T(g.W) : T(1)};
       Backend::launch(sens_grad, count * g.H, g.W);
     }
     if (want.k0) {

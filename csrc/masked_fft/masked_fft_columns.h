@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <deque>
+#include <mutex>
 #include <vector>
 
 #include "masked_fft/masked_fft.h"
@@ -166,6 +168,39 @@ struct DcBlendColumns {
   }
 };
 
+// The DC blend over every column, for a backend that folds the 1/W of the inverse FFT
+// along W into the pass before it (Backend::kFoldInverseScale, CUDA: ATen applies by_n
+// as a pass of its own there): X <- ((1 - w m') X + w m' h0' sqrt(W)) / W at sampled
+// columns, X / W elsewhere, so that the unnormalised inverse FFT along W that follows
+// gives the output. One image row per call; rows n * H + h, inner index: bins [0, W).
+template <typename T>
+struct DcBlendRows {
+  ColumnFrame<T> f;
+  const int64_t* slot;  // (Bm, W): gather slot of each centred column, -1 unsampled
+  cx<T>* X;
+  T inverse_w;
+  FASTFN_HD void operator()(int64_t row, int64_t p0, int64_t p1) const {
+    const int64_t W = f.W, H = f.H;
+    const int64_t n = row / H, h = row - n * H;
+    const int64_t bm = f.mask_batch(n);
+    const T* m = f.mask + bm * W;
+    const int64_t* sl = slot + bm * W;
+    const T w = dc_weight(f.lam);
+    const T root = T(1) / f.scale;
+    cx<T>* xr = X + row * W;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t jw = centred_index(p, W);
+      const T wm = w * m[jw];
+      cx<T> z = xr[p];
+      if (wm != T(0)) {  // a sampled column (m != 0): its slot is >= 0
+        const cx<T> meas = f.measured(n, h, sl[jw], p, f.meas_row_factor(h)) * (wm * root);
+        z = wm == T(1) ? meas : z * (T(1) - wm) + meas;
+      }
+      xr[p] = z * inverse_w;
+    }
+  }
+};
+
 // Every gradient of the column path at the gathered columns, each output optional (the
 // inverse FFTs along W that follow divide by W):
 //   adjoint_in_place:  G <- (1 - w m') G             (its inverse: a, the adjoint of DC
@@ -227,14 +262,15 @@ struct DcBackwardColumns {
 // order, rows with fewer than K padded with unsampled columns (distinct, never blended);
 // slot (Bm, W) maps a column to its position in idx or -1. Built on the host from the
 // mask's Bm x W values with no ATen kernel launches. On CUDA that costs one
-// device-to-host copy of the mask (the one synchronisation of the op: K sizes the
-// buffers); idx and slot go back in one asynchronous copy from pinned memory.
+// device-to-host copy of the mask (a synchronisation: K sizes the buffers); idx and slot
+// go back in one asynchronous copy from pinned memory. ColumnPlanCache keeps the plans
+// of recent masks, so that the DC layers of a network, forward and backward, build one.
 struct ColumnPlan {
   at::Tensor idx, slot;
   int64_t K = 0;
 };
 
-inline ColumnPlan column_plan(const at::Tensor& mask, const Geometry& g) {
+inline ColumnPlan build_column_plan(const at::Tensor& mask, const Geometry& g) {
   const at::Tensor m = mask.reshape({g.Bm, g.W}).to(at::kCPU).to(at::kDouble).contiguous();
   const double* mv = m.data_ptr<double>();
   std::vector<int64_t> counts(g.Bm, 0);
@@ -262,6 +298,85 @@ inline ColumnPlan column_plan(const at::Tensor& mask, const Geometry& g) {
   p.idx = on_device.narrow(0, 0, n_idx).view({g.Bm, p.K});
   p.slot = on_device.narrow(0, n_idx, g.Bm * g.W).view({g.Bm, g.W});
   return p;
+}
+
+// What the plan cache has done since the process started (or the last reset): plans
+// built, device-to-host copies of a mask (the op's only host synchronisation), hits.
+struct PlanCounters {
+  int64_t built = 0, device_to_host = 0, reused = 0;
+};
+
+// The plans of the last kEntries masks. A plan is reused while the mask is the same
+// view of the same live storage (held weakly: the cache keeps no mask alive) at the same
+// version: an in-place write to the mask or to any view of it bumps the version and so
+// builds a new plan. Writes that bypass the version counter (through .data, from
+// another framework's view of the memory) are not seen; inference tensors (no version)
+// and tensors without storage are planned on every call.
+class ColumnPlanCache {
+ public:
+  static ColumnPlanCache& instance() {
+    static ColumnPlanCache cache;
+    return cache;
+  }
+
+  ColumnPlan get(const at::Tensor& mask, const Geometry& g) {
+    const bool keyed = !mask.is_inference() && mask.has_storage();
+    if (keyed) {
+      const std::lock_guard<std::mutex> hold(lock_);
+      for (const Entry& e : entries_) {
+        if (matches(e, mask)) {
+          ++counters_.reused;
+          return e.plan;
+        }
+      }
+    }
+    ColumnPlan plan = build_column_plan(mask, g);
+    const std::lock_guard<std::mutex> hold(lock_);
+    ++counters_.built;
+    if (mask.device().type() != c10::DeviceType::CPU) ++counters_.device_to_host;
+    if (keyed) {
+      if (entries_.size() == kEntries) entries_.pop_back();
+      entries_.push_front(Entry{mask.storage().getWeakStorageImpl(), mask.storage_offset(), mask._version(),
+                                mask.scalar_type(), mask.device(), mask.sizes().vec(), mask.strides().vec(), plan});
+    }
+    return plan;
+  }
+
+  PlanCounters counters() {
+    const std::lock_guard<std::mutex> hold(lock_);
+    return counters_;
+  }
+
+  void reset() {
+    const std::lock_guard<std::mutex> hold(lock_);
+    entries_.clear();
+    counters_ = PlanCounters{};
+  }
+
+ private:
+  static constexpr size_t kEntries = 8;
+  struct Entry {
+    c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+    int64_t offset, version;
+    at::ScalarType dtype;
+    c10::Device device;
+    std::vector<int64_t> sizes, strides;
+    ColumnPlan plan;
+  };
+  // a weak reference keeps the StorageImpl's memory, so its address is not reused
+  // while the entry exists: equal addresses of a live storage mean the same storage
+  static bool matches(const Entry& e, const at::Tensor& mask) {
+    return !e.storage.expired() && e.storage._unsafe_get_target() == mask.storage().unsafeGetStorageImpl() &&
+           e.offset == mask.storage_offset() && e.version == mask._version() && e.dtype == mask.scalar_type() &&
+           e.device == mask.device() && mask.sizes().equals(e.sizes) && mask.strides().equals(e.strides);
+  }
+  std::mutex lock_;
+  std::deque<Entry> entries_;
+  PlanCounters counters_;
+};
+
+inline ColumnPlan column_plan(const at::Tensor& mask, const Geometry& g) {
+  return ColumnPlanCache::instance().get(mask, g);
 }
 
 }  // namespace mfft

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -24,6 +25,7 @@ struct CpuBackend {
   static constexpr bool kSplitSmall2d = true;
   static constexpr bool kImageChunks = true;
   static constexpr int64_t kColumnTileRows = 8;
+  static constexpr bool kFoldInverseScale = false;  // pocketfft/MKL fold by_n into the transform
   struct DeviceGuard {
     explicit DeviceGuard(c10::Device) {}
   };
@@ -87,6 +89,16 @@ struct CpuBackend {
 }  // namespace
 }  // namespace mfft
 }  // namespace fastfn
+
+// The column plan cache's counters (built, device_to_host, reused) and its reset, for
+// tests (fastfn.ops.masked_fft.column_plan_counters); device-independent.
+TORCH_LIBRARY_FRAGMENT(fastfn, m) {
+  m.def("_column_plan_counters() -> int[]", [] {
+    const fastfn::mfft::PlanCounters c = fastfn::mfft::ColumnPlanCache::instance().counters();
+    return std::vector<int64_t>{c.built, c.device_to_host, c.reused};
+  });
+  m.def("_column_plan_cache_reset() -> ()", [] { fastfn::mfft::ColumnPlanCache::instance().reset(); });
+}
 
 TORCH_LIBRARY_IMPL(fastfn, CPU, m) {
   using fastfn::mfft::CpuBackend;

@@ -22,11 +22,13 @@ inline grid::Shape2d pass_shape(int64_t rows, int64_t inner, const grid::Limits&
 // transform as one (no split), every pass covers the whole batch in one launch (no image
 // chunks: nothing to keep in a cache between passes), and the column passes give each
 // thread one image row (no row tiles: a thread's serial loop over 8 rows would leave
-// most of the device idle).
+// most of the device idle), and the 1/W of the column path's inverse FFTs along W goes
+// into a pass of ours (cuFFT does not normalise: ATen's by_n would be a pass of its own).
 struct WholeBatchSchedule {
   static constexpr bool kSplitSmall2d = false;
   static constexpr bool kImageChunks = false;
   static constexpr int64_t kColumnTileRows = 1;
+  static constexpr bool kFoldInverseScale = true;
 };
 
 }  // namespace cuda_schedule

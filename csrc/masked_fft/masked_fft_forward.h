@@ -171,13 +171,17 @@ Tensor coil_images(const DcInputs& in, const Tensor& img) {
   return coil_images<Backend, T>(in, img, 0, in.g.images());
 }
 
-// sum_c conj(S_c) u_c (multi-coil) or u itself, shaped like x.
+// scale * sum_c conj(S_c) u_c (multi-coil) or u itself (scale 1 only), shaped like x.
 template <class Backend, typename T>
-Tensor coil_combine(const DcInputs& in, const Tensor& u) {
+Tensor coil_combine(const DcInputs& in, const Tensor& u, T scale = T(1)) {
   const Geometry& g = in.g;
-  if (!in.sens.defined()) return u.view(in.x.sizes());
+  if (!in.sens.defined()) {
+    TORCH_INTERNAL_ASSERT(scale == T(1));
+    return u.view(in.x.sizes());
+  }
   Tensor out = at::empty(in.x.sizes(), u.options());
-  CoilCombine<T> pass{in.sens.data_ptr<cx<T>>(), u.data_ptr<cx<T>>(), out.data_ptr<cx<T>>(), g.C, g.H, g.W};
+  CoilCombine<T> pass{in.sens.data_ptr<cx<T>>(), u.data_ptr<cx<T>>(), out.data_ptr<cx<T>>(), g.C, g.H, g.W,
+                      scale};
   Backend::launch(pass, g.Bx * g.H, g.W);
   return out;
 }
@@ -234,7 +238,7 @@ Tensor combined_by_image_chunks(const DcInputs& in, int64_t chunk, const Fn& fn)
       return out.view(in.x.sizes());
     }
   }
-  return coil_combine<Backend, T>(in, fn(0, N));
+  return coil_combine<Backend, T>(in, fn(0, N), Backend::kFoldInverseScale ? T(1) / T(g.W) : T(1));
 }
 
 // The measurement of coil images [n0, n1) for the column passes: ifft_H of their gathered,
@@ -259,13 +263,32 @@ Tensor chunk_measurement(const DcInputs& in, ColumnFrame<T>& f, int64_t n0, int6
 // Column-path DC of coil images [n0, n1), returned as (n1 - n0, H, W):
 // U = ifft_W(blend(fft_W(S x), ifft_H(gathered k0 columns))) / W. On a chunking backend
 // one cache-sized chunk of images per task (see image_chunk), else one call over the batch.
+//
+// Backend::kFoldInverseScale (CUDA, one call over the batch): the inverse FFT is left
+// unnormalised and its 1/W goes into the pass before it (single-coil: DcBlendRows over
+// every column) or after it (multi-coil: the coil combine, see combined_by_image_chunks).
 template <class Backend, typename T>
-Tensor dc_columns_images(const DcInputs& in, ColumnFrame<T> f, int64_t n0, int64_t n1) {
+Tensor dc_columns_images(const DcInputs& in, ColumnFrame<T> f, const ColumnPlan& plan, int64_t n0, int64_t n1) {
   const Geometry& g = in.g;
   const int64_t count = n1 - n0;
   const Tensor img = coil_images<Backend, T>(in, in.x, n0, n1);
   Tensor X = at::_fft_c2c(img, {2}, kFftUnnormalised, /*forward=*/true);
   TORCH_INTERNAL_ASSERT(X.is_contiguous());
+  if constexpr (Backend::kFoldInverseScale) {
+    static_assert(!Backend::kImageChunks, "the fold assumes one call over the batch");
+    Tensor meas;
+    if (f.K > 0) meas = chunk_measurement<Backend, T>(in, f, n0, n1);
+    if (in.sens.defined()) {
+      if (f.K > 0) {
+        DcBlendColumns<T, Backend::kColumnTileRows> blend{f, X.data_ptr<cx<T>>()};
+        Backend::launch(blend, count * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
+      }
+    } else {
+      DcBlendRows<T> blend{f, plan.slot.data_ptr<int64_t>(), X.data_ptr<cx<T>>(), T(1) / T(g.W)};
+      Backend::launch(blend, count * g.H, g.W);
+    }
+    return at::_fft_c2c(X, {2}, kFftUnnormalised, /*forward=*/false);
+  }
   if (f.K > 0) {
     const Tensor meas = chunk_measurement<Backend, T>(in, f, n0, n1);
     DcBlendColumns<T, Backend::kColumnTileRows> blend{f, X.data_ptr<cx<T>>()};
@@ -279,7 +302,7 @@ Tensor dc_columns(const DcInputs& in) {
   const Geometry& g = in.g;
   const ColumnPlan plan = column_plan(in.mask, g);
   const ColumnFrame<T> f = column_frame<T>(in, plan);
-  auto images = [&](int64_t n0, int64_t n1) { return dc_columns_images<Backend, T>(in, f, n0, n1); };
+  auto images = [&](int64_t n0, int64_t n1) { return dc_columns_images<Backend, T>(in, f, plan, n0, n1); };
   const int64_t chunk = image_chunk<Backend>(g.images(), g.H, g.W, in.x.options());
   if (in.sens.defined()) return combined_by_image_chunks<Backend, T>(in, chunk, images);
   return by_image_chunks<Backend>(g.Bx, chunk, g.H, g.W, in.x.options(), images).view(in.x.sizes());

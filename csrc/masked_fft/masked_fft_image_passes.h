@@ -68,14 +68,16 @@ struct CoilImages {
   }
 };
 
-// Coil combine: out[b] = sum_c conj(S[b, c]) * u[b, c]. Rows: b * H + h. Each element
-// sums its coils in a register, in coil order, and is stored once.
+// Coil combine: out[b] = scale * sum_c conj(S[b, c]) * u[b, c]. Rows: b * H + h. Each
+// element sums its coils in a register, in coil order, and is stored once; scale is 1,
+// or 1/W where the inverse FFT before it was left unnormalised (kFoldInverseScale).
 template <typename T>
 struct CoilCombine {
   const cx<T>* sens;
   const cx<T>* u;
   cx<T>* out;
   int64_t C, H, W;
+  T scale;
   FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
     const int64_t b = row / H, h = row % H;
     const int64_t coil_stride = H * W;
@@ -86,7 +88,7 @@ struct CoilCombine {
         const int64_t i = first + c * coil_stride + w;
         acc = acc + conj(sens[i]) * u[i];
       }
-      out[row * W + w] = acc;
+      out[row * W + w] = scale == T(1) ? acc : acc * scale;
     }
   }
 };
@@ -103,7 +105,7 @@ struct CoilCombineAdd {
   }
 };
 
-// grad_S[b, c] = conj(g[b]) * u[b, c] + a[b, c] * conj(x[b]), with u the forward output
+// grad_S[b, c] = (conj(g[b]) * u[b, c] + a[b, c] * conj(x[b])) * scale, with u the forward output
 // and a the adjoint of DC applied to g, per coil. Rows: (n - n0) * H + h for coil images
 // n = b * C + c from n0 on (u, a and out point at image n0; g and x at their start).
 template <typename T>
@@ -114,12 +116,14 @@ struct SensGrad {
   const cx<T>* x;
   cx<T>* out;
   int64_t C, H, W, n0;
+  T scale;  // of u and a: 1, or 1/W where their inverse FFTs were left unnormalised
   FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
     const int64_t b = (n0 + row / H) / C, h = row % H;
     const int64_t xb = (b * H + h) * W;
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t i = row * W + w;
-      out[i] = conj(g[xb + w]) * u[i] + a[i] * conj(x[xb + w]);
+      const cx<T> v = conj(g[xb + w]) * u[i] + a[i] * conj(x[xb + w]);
+      out[i] = scale == T(1) ? v : v * scale;
     }
   }
 };

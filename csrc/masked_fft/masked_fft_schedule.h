@@ -6,6 +6,8 @@
 //   Backend::DeviceGuard             made from the inputs' device once they are checked
 //   Backend::kSplitSmall2d           small 2D FFTs run as two 1D ones (W, then H)
 //   Backend::kColumnTileRows         image rows per call of the column passes (masked_fft_columns.h)
+//   Backend::kFoldInverseScale       the column path's inverse FFTs along W unnormalised, their
+//                                    1/W applied by a pass of ours (needs !kImageChunks)
 //   Backend::kImageChunks            false: every pass covers the whole batch in one call.
 //                                    true: the column path runs in image chunks, and
 //   Backend::image_chunk(images, image_bytes)  gives the images per chunk,

@@ -48,6 +48,10 @@ def _as_bounds(b, like: torch.Tensor, name: str) -> torch.Tensor:
     """A scalar, (N,) or (N, R) per-feature parameter -> contiguous (N, R) in like's dtype,
     for ``like`` = perturbed (N, R, H, W); a tensor as it is when perturbed is not 4-D
     (the op's checks name that)."""
+    if like.dim() == 4 and isinstance(b, (int, float)) and not isinstance(b, bool):
+        # built on the device by a fill: as_tensor would copy the number from the host,
+        # a blocking copy per attack step on CUDA
+        return torch.full(like.shape[:2], float(b), dtype=like.dtype, device=like.device)
     b = torch.as_tensor(b, dtype=like.dtype, device=like.device)
     if like.dim() != 4:
         return b

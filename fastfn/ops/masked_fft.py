@@ -170,6 +170,24 @@ def data_consistency(x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor,
     return _restore(_ops.data_consistency(xc, kc, m, sc, lt), real)
 
 
+# ---------------------------------------------------------------- the column plan cache
+
+
+def column_plan_counters() -> dict[str, int]:
+    """What the C++ ops' column plan cache has done in this process (or since
+    reset_column_plan_cache): plans ``built``, ``device_to_host`` copies of a mask (the
+    only host synchronisation of a column-mask call, paid when a plan is built for a
+    GPU mask), and plans ``reused``. A plan is reused while the mask is the same live,
+    unmodified tensor (or view of the same storage): a cascade builds one per mask."""
+    built, device_to_host, reused = torch.ops.fastfn._column_plan_counters()
+    return {"built": built, "device_to_host": device_to_host, "reused": reused}
+
+
+def reset_column_plan_cache() -> None:
+    """Forgets every cached column plan and zeroes column_plan_counters()."""
+    torch.ops.fastfn._column_plan_cache_reset()
+
+
 # ---------------------------------------------------------------- fake kernels
 # The checks of csrc/masked_fft/masked_fft_check.h, function for function and message for
 # message (torch._check_value raises ValueError, torch._check_type TypeError).
