@@ -239,3 +239,20 @@ def test_fake_kernels_check_like_the_cpp_ops(name, op, args):
     with FakeTensorMode() as mode:
         fake = error_of(lambda: op(*[mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]))
     assert fake == real
+
+
+@pytest.mark.cuda
+def test_cuda_feature_ops_check_before_their_empty_return():
+    """Like the CPU kernels, the CUDA ones check arguments and index values even when
+    the output is empty, and name a CPU argument beside CUDA images."""
+    empty_images = torch.rand(0, 4, 4, device="cuda")
+    with pytest.raises(RuntimeError, match="index has 1 images"):
+        insert_features(empty_images, torch.zeros(1, 1, 2, dtype=torch.long, device="cuda"),
+                        torch.rand(1, 1, 2, device="cuda"))
+    images = torch.rand(1, 0, 4, device="cuda")  # H * W = 0: every index is outside
+    with pytest.raises(RuntimeError, match="outside the image"):
+        insert_features(images, torch.zeros(1, 1, 2, dtype=torch.long, device="cuda"),
+                        torch.rand(1, 1, 2, device="cuda"))
+    with pytest.raises(RuntimeError, match="must be on one device"):
+        insert_features(torch.rand(1, 4, 4, device="cuda"), torch.zeros(1, 1, 2, dtype=torch.long),
+                        torch.rand(1, 1, 2, device="cuda"))

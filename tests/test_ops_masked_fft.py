@@ -480,3 +480,18 @@ def test_empty_inputs(device):
     assert ops.fft2c(x).shape == x.shape
     assert ops.undersample(x, column_mask(6, device=device)).shape == x.shape
     assert ops.data_consistency(x, x, column_mask(6, device=device), lam=0.1).shape == x.shape
+
+
+@pytest.mark.cuda
+def test_cpu_argument_beside_cuda_x_is_named():
+    """The checks run before the device guard: a CPU k0 (or mask, sens) beside a CUDA x
+    gets the message naming it, not a guard or kernel error."""
+    x = complex_randn(2, 8, 6, device="cuda")
+    mask = column_mask(6, device="cuda")
+    with pytest.raises(ValueError, match="data_consistency: k0 is on cpu but x is on cuda"):
+        torch.ops.fastfn.data_consistency(x, x.cpu(), mask, None, None)
+    with pytest.raises(ValueError, match="undersample: mask is on cpu but x is on cuda"):
+        torch.ops.fastfn.undersample(x, mask.cpu())
+    xs = complex_randn(2, 3, 8, 6, device="cuda")
+    with pytest.raises(ValueError, match="data_consistency: sens is on cpu but x is on cuda"):
+        torch.ops.fastfn.data_consistency(x, xs, mask, xs.cpu(), None)
