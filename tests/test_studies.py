@@ -410,3 +410,14 @@ def test_evaluate_studies_bad_input_raises_before_any_model(tmp_path):
         StudyConfig(noise={"levels": (0.01, -1.0)})
     with pytest.raises(ValueError, match="contrasts must be"):
         StudyConfig(contrasts=(0.0, 0.5))
+
+
+def test_contrasts_no_false_negative_can_have_are_refused():
+    from fastfn.attack.studies.detectability import check_contrasts, faintest_missable
+    # a dropped feature of contrast c leaves (c / (1 + c))^2: at the bound exactly the threshold
+    for t in (1e-3, 0.05, 0.2):
+        c = faintest_missable(t)
+        assert (c / (1 + c)) ** 2 == pytest.approx(t)
+    check_contrasts((0.3, 1.0), 0.05)
+    with pytest.raises(ValueError, match=r"contrasts \[0.1\] are below 0.288"):
+        check_contrasts((0.1, 0.5), 0.05)

@@ -16,7 +16,7 @@ def register(sub) -> None:
                     "budget (the demo's flags set scale, data and budget; --robust-* the base robust "
                     "settings), attack each with the demo's evaluation, and write sweep.json, sweep.md "
                     "and trade_off.png (clean SSIM and PSNR against the gradient attack's FN rate, "
-                    "95%% intervals, the standard model as reference). Rerun the same command to "
+                    "95% intervals, the standard model as reference). Rerun the same command to "
                     "continue an interrupted sweep or to add points.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="sweep", help="sweep folder (a rerun continues it)")

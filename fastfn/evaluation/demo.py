@@ -92,7 +92,8 @@ class DemoConfig:
             search; None: no study.
         contrast_detail_threshold: the study's false-negative threshold: a feature the model
             drops entirely has a masked NMSE of about (c / (1 + c))^2 at contrast c, so the
-            threshold bounds the faintest contrast that can count as missed (0.05: c >= 0.29).
+            threshold bounds the faintest contrast that can count as missed (0.05: c >= 0.29;
+            fainter contrasts are refused).
         contrast_detail_slices: validation slices of the study.
     """
     size: int = 128
@@ -126,7 +127,7 @@ class DemoConfig:
     coils: int = 4
     annotations: str | None = None
     contrast_detail: StudyConfig | None = field(default_factory=lambda: StudyConfig(
-        sizes=(3.0, 6.0, 10.0, 15.0), contrasts=(0.1, 0.25, 0.5, 1.0, 2.0)))
+        sizes=(3.0, 6.0, 10.0, 15.0), contrasts=(0.3, 0.5, 1.0, 2.0, 4.0)))
     contrast_detail_threshold: float = 0.05
     contrast_detail_slices: int = 8
 

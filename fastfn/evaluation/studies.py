@@ -42,6 +42,7 @@ from fastfn.attack.studies import (NoiseConfig, SusceptibilityMap, ZeroFilled, c
                                    kspace_noise_attack, map_slice_seed, map_summary, noise_seed,
                                    reconstruction_metrics)
 from fastfn.attack.studies.kspace_noise import data_range
+from fastfn.attack.studies.detectability import check_contrasts
 from fastfn.attack.studies.susceptibility import check_map_config
 from fastfn.configs import as_plain, from_plain
 from fastfn.data.annotations import Box, annotations_path, batch_box_maps, index_boxes, read_annotations, volume_key
@@ -296,6 +297,7 @@ def detectability_study(models: Mapping[str, nn.Module], batches: Sequence[Mappi
     contrast_detail_table(...), "worst_nmse" / "info_preserved" / "fn": (S, C, N) tensors,
     "model_evals"}}``. Batch b at size index i is drawn with ``cell_seed(attack.seed, b, i)``."""
     sizes, contrasts = check_grid(sizes, contrasts)
+    check_contrasts(contrasts, attack.threshold)
     for s in sizes:
         for c in contrasts:
             cell_config(attack, s, c)
@@ -540,6 +542,7 @@ def evaluate_studies(models: Sequence[Any], data: Any, mask: str, out: str | Pat
     map_batches = first_slices(batches, config.map_slices) if "map" in chosen else []
     locations = map_locations(map_batches, attack, config.stride) if "map" in chosen else None
     if "detectability" in chosen:
+        check_contrasts(config.contrasts, attack.threshold)
         for s in config.sizes:
             for c in config.contrasts:
                 cell_config(attack, s, c)

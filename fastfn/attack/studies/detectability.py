@@ -51,6 +51,25 @@ def check_grid(sizes: Sequence[float], contrasts: Sequence[float]) -> tuple[tupl
     return sizes, contrasts
 
 
+def faintest_missable(threshold: float) -> float:
+    """The smallest contrast a false negative can have at ``threshold``: a feature of
+    contrast c that the model drops leaves a masked NMSE of about (c / (1 + c))^2, so
+    below sqrt(t) / (1 - sqrt(t)) even a dropped feature is not a false negative."""
+    r = math.sqrt(threshold)
+    return r / (1 - r) if r < 1 else math.inf
+
+
+def check_contrasts(contrasts: Sequence[float], threshold: float) -> None:
+    """Refuse contrasts a false negative cannot have at ``threshold`` (their cells would
+    count as detected whatever the model does)."""
+    low = faintest_missable(threshold)
+    faint = [c for c in contrasts if c < low]
+    if faint:
+        raise ValueError(f"contrast-detail: contrasts {faint} are below {low:.3g}, the faintest contrast that "
+                         f"can be a false negative at threshold {threshold:g} (a dropped feature of contrast c "
+                         f"leaves a masked NMSE of about (c/(1+c))^2): raise them or lower the threshold")
+
+
 def cell_config(cfg: AttackConfig, size: float, contrast: float) -> AttackConfig:
     """The attack of one cell: features of exactly ``size`` at exactly ``contrast``
     times the local tissue intensity; everything else as in ``cfg``."""
