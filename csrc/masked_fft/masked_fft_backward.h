@@ -110,8 +110,9 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
         out.zero_();
       } else {
         const Tensor kf = at::_fft_c2c(kbuf, {2}, kFftUnnormalised, /*forward=*/true);
-        ScatterColumns<T, Backend::kColumnTileRows> scatter{kf.data_ptr<cx<T>>(), plan.slot.data_ptr<int64_t>(), out.data_ptr<cx<T>>(),
-                                  g.C, g.H, g.W, f.K, g.Bm, n0, conj(f.meas_constant)};
+        ScatterColumns<T, Backend::kColumnTileRows> scatter{
+            kf.data_ptr<cx<T>>(), plan.slot.data_ptr<int64_t>(), out.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm, n0,
+            conj(f.meas_constant)};
         Backend::launch(scatter, tiles, g.W);
       }
     }

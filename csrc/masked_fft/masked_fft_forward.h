@@ -248,8 +248,8 @@ Tensor chunk_measurement(const DcInputs& in, ColumnFrame<T>& f, int64_t n0, int6
   const Geometry& g = in.g;
   const int64_t count = n1 - n0;
   Tensor buf = at::empty({count, f.K, g.H}, in.x.options());
-  GatherColumns<T, Backend::kColumnTileRows> gather{in.k0.data_ptr<cx<T>>() + n0 * g.H * g.W, f.cols, buf.data_ptr<cx<T>>(),
-                          g.C, g.H, g.W, f.K, g.Bm, n0};
+  GatherColumns<T, Backend::kColumnTileRows> gather{
+      in.k0.data_ptr<cx<T>>() + n0 * g.H * g.W, f.cols, buf.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm, n0};
   Backend::launch(gather, count * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
   Tensor meas = at::_fft_c2c(buf, {2}, kFftUnnormalised, /*forward=*/false);
   TORCH_INTERNAL_ASSERT(meas.is_contiguous());
