@@ -5,7 +5,9 @@
 # build of torch (in its own venv, default .venv-cuda), out of tree (build/cuda, so
 # the CPU build in the source tree is untouched), imports it on this GPU-less
 # machine, checks that every op has both a CPU and a CUDA kernel registered, and
-# runs the CPU test suite against that binary.
+# runs the tests of everything the binary serves (the operators, their emulated CUDA
+# schedule, the models and the attack built on them) against it; the whole suite runs
+# against the CPU build in CI's first step.
 #
 #   scripts/cuda_compile_check.sh [--no-tests]
 set -euo pipefail
@@ -45,9 +47,10 @@ if missing_cpu or missing_cuda:
 print(f"OK: {len(info['ops'])} ops, each with CPU and CUDA kernels; archs {info['cuda_archs']}")
 PY
 if [ "$RUN_TESTS" = 1 ]; then
-  echo "== CPU test suite against the CUDA build"
+  echo "== operator, model and attack tests against the CUDA build"
   set +e
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_build.py tests/test_ops_*.py \
+    tests/test_models.py tests/test_attack.py
   rc=$?
   set -e
   [ $rc -eq 5 ] && rc=0   # no tests collected is not a failure of the build
