@@ -5,11 +5,7 @@ import argparse
 
 
 def register(sub) -> None:
-    from fastfn.attack import AttackConfig
-    from fastfn.cli.config_flags import add_config_flags
-    from fastfn.evaluation.demo import DemoConfig
-    from fastfn.train.robust import RobustConfig
-    d = DemoConfig()
+    from fastfn.cli.demo import add_demo_flags
     p = sub.add_parser(
         "robust-sweep", help="train and attack several robust settings at one budget: the trade-off curve",
         description="Train the demo's standard model and one robust model per setting with the same "
@@ -28,40 +24,19 @@ def register(sub) -> None:
                         "(values as YAML); repeatable")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="steps between last.pt writes (default: a tenth of --steps)")
-    add_config_flags(p, DemoConfig, defaults=d, nested=False, title="data, model, scale and budget (DemoConfig)")
-    p.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE",
-                   help="config key of --model (repeatable), e.g. num_cascades=5")
-    add_config_flags(p, RobustConfig, prefix="robust-", name="robust", defaults=d.robust,
-                     skip=("start_step",), aliases={"method": ["--robust-attack"]},
-                     title="base robust training of every point (RobustConfig; its start is --robust-start)")
-    add_config_flags(p, AttackConfig, prefix="attack-", name="attack", defaults=d.attack,
-                     skip=("method",), aliases={"pgd_steps": ["--pgd-steps"], "threshold": ["--threshold"]},
-                     title="evaluation attack (AttackConfig)")
+    add_demo_flags(p, "base robust training of every point (RobustConfig; its start is --robust-start)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import dataclasses
+    from pathlib import Path
 
-    from fastfn.attack import AttackConfig
-    from fastfn.cli.config_flags import config_from_args
-    from fastfn.evaluation.demo import DemoConfig
+    from fastfn.cli.demo import demo_config_from_args
     from fastfn.evaluation.sweep import parse_point, run_sweep, vary_points
-    from fastfn.train.config import parse_override
-    from fastfn.train.robust import RobustConfig
     points = [pt for text in args.vary for pt in vary_points(text)] + [parse_point(t) for t in args.point]
     if not points:
         raise ValueError("give at least one setting: --vary KEY=V1,V2,... or --point NAME[:KEY=VALUE;...]")
-    d = DemoConfig()
-    cfg = dataclasses.replace(
-        config_from_args(args, DemoConfig, d),
-        model_config=dict(parse_override(t) for t in args.model_config),
-        robust=config_from_args(args, RobustConfig, d.robust, name="robust"),
-        attack=config_from_args(args, AttackConfig, d.attack, name="attack"))
-    if cfg.threads == 0:  # 0: torch's default
-        cfg = dataclasses.replace(cfg, threads=None)
-    summary = run_sweep(args.out, cfg, points, checkpoint_every=args.checkpoint_every)
-    from pathlib import Path
+    summary = run_sweep(args.out, demo_config_from_args(args), points, checkpoint_every=args.checkpoint_every)
     print((Path(args.out) / "sweep.md").read_text())
     print(f"[sweep] {summary['figure']}", flush=True)
     return 0
