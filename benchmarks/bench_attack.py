@@ -243,12 +243,9 @@ def scaling(folder: str, model, device, procs: Sequence[int], slices: int, repea
     and whether the reports agree. Start-up (imports, process group) is included."""
     import json
     import subprocess
-    from fastfn.models import model_spec
-    from fastfn.train.checkpoint import FORMAT, VERSION, save_checkpoint
-    name, config = model_spec(model)
+    from fastfn.train.checkpoint import save_model
     ckpt = f"{folder}/scaling_model.pt"
-    save_checkpoint({"format": FORMAT, "version": VERSION, "model_name": name, "model_config": config,
-                     "model": model.cpu().state_dict(), "step": 0}, ckpt)
+    save_model(model, ckpt)
     out: dict = {"slices": slices, "runs": {}}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for n in procs:

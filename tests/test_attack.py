@@ -372,13 +372,11 @@ def test_attack_dataset_and_report(tmp_path):
 def test_cli_attack(tmp_path):
     from fastfn.cli import main
     from fastfn.data import write_synthetic_dataset
-    from fastfn.models import build_model, model_spec
-    from fastfn.train.checkpoint import FORMAT, VERSION, save_checkpoint
+    from fastfn.models import build_model
+    from fastfn.train.checkpoint import save_model
     write_synthetic_dataset(tmp_path / "data", volumes=1, slices=2, size=48, seed=0)
     model = build_model("unet", chans=4, num_pool_layers=2)
-    name, config = model_spec(model)
-    save_checkpoint({"format": FORMAT, "version": VERSION, "model_name": name, "model_config": config,
-                     "model": model.state_dict(), "step": 0}, tmp_path / "best.pt")
+    save_model(model, tmp_path / "best.pt")
     rc = main(["attack", "--ckpt", str(tmp_path / "best.pt"), "--data", str(tmp_path / "data"),
                "--mask", "random:4x@0.08", "--method", "pgd", "--restarts", "2", "--steps", "2",
                "--out", str(tmp_path / "out"), "--panels", "1", "--no-progress", "--device", "cpu"])

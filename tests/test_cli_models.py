@@ -133,17 +133,15 @@ def test_files_without_a_fully_sampled_target_are_refused(tmp_path, capsys):
 
     from fastfn.data import write_fastmri_h5
     from fastfn.data.annotations import write_annotation_csv
-    from fastfn.models import build_model, model_spec
-    from fastfn.train.checkpoint import FORMAT, VERSION, save_checkpoint
+    from fastfn.models import build_model
+    from fastfn.train.checkpoint import save_model
     rng = np.random.default_rng(0)
     (tmp_path / "test").mkdir()
     write_fastmri_h5(tmp_path / "test" / "test_000.h5", (rng.standard_normal((2, 32, 32)) + 0j).astype(np.complex64))
     write_annotation_csv(tmp_path / "boxes.csv", [{"file": "test_000", "slice": 0, "study_level": "No", "x": 4,
                                                     "y": 4, "width": 8, "height": 8, "label": "Tear"}])
     model = build_model("unet", chans=4, num_pool_layers=1)
-    name, config = model_spec(model)
-    save_checkpoint({"format": FORMAT, "version": VERSION, "model_name": name, "model_config": config,
-                     "model": model.state_dict(), "step": 0}, tmp_path / "m.pt")
+    save_model(model, tmp_path / "m.pt")
     rc = main(["attack", "--ckpt", str(tmp_path / "m.pt"), "--data", str(tmp_path / "test"), "--out",
                str(tmp_path / "a"), "--no-progress", "--device", "cpu"])
     assert rc == 2 and "test_000.h5 has no target image" in capsys.readouterr().err

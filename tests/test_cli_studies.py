@@ -11,8 +11,8 @@ from fastfn.cli import main
 from fastfn.configs import from_plain
 from fastfn.data import write_synthetic_dataset
 from fastfn.evaluation.studies import StudyConfig
-from fastfn.models import build_model, model_spec
-from fastfn.train.checkpoint import FORMAT, VERSION, save_checkpoint
+from fastfn.models import build_model
+from fastfn.train.checkpoint import save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
@@ -24,9 +24,7 @@ def setup(tmp_path_factory):
     for seed, name in ((0, "a"), (1, "b")):
         torch.manual_seed(seed)
         model = build_model("unet", chans=4, num_pool_layers=1)
-        mname, config = model_spec(model)
-        save_checkpoint({"format": FORMAT, "version": VERSION, "model_name": mname, "model_config": config,
-                         "model": model.state_dict(), "step": 0}, root / f"{name}.pt")
+        save_model(model, root / f"{name}.pt")
     return root
 
 

@@ -15,8 +15,8 @@ from fastfn.attack import AttackConfig, FeatureConfig, attack_dataset
 from fastfn.attack.runner import merge_results
 from fastfn.cli import main
 from fastfn.data import write_synthetic_dataset
-from fastfn.models import build_model, model_spec
-from fastfn.train.checkpoint import FORMAT, VERSION, save_checkpoint
+from fastfn.models import build_model
+from fastfn.train.checkpoint import save_model
 from test_robust import make_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -53,9 +53,7 @@ def setup(tmp_path_factory):
     for seed, name in ((0, "a"), (1, "b")):
         torch.manual_seed(seed)
         model = build_model("unet", chans=4, num_pool_layers=1)
-        mname, config = model_spec(model)
-        save_checkpoint({"format": FORMAT, "version": VERSION, "model_name": mname, "model_config": config,
-                         "model": model.state_dict(), "step": 0}, root / f"{name}.pt")
+        save_model(model, root / f"{name}.pt")
     return root
 
 

@@ -122,6 +122,16 @@ def load_reconstructor(path: str | Path, map_location: str | torch.device = "cpu
     return model, meta
 
 
+def save_model(model: torch.nn.Module, path: str | Path, step: int = 0) -> None:
+    """A checkpoint of a model made by ``fastfn.models.build_model``: its name, config and
+    weights only (what :func:`load_reconstructor` rebuilds it from), written atomically."""
+    from fastfn.models import model_spec
+    name, config = model_spec(model)
+    save_checkpoint({"format": FORMAT, "version": VERSION, "model_name": name, "model_config": config,
+                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "step": step},
+                    path)
+
+
 def export_weights(src: str | Path, dst: str | Path) -> None:
     """Write a checkpoint without optimiser/scheduler/RNG state (for sharing a model)."""
     state = load_checkpoint(src)
