@@ -20,6 +20,7 @@ from fastfn.evaluation.studies import StudyConfig, evaluate_studies
 from fastfn.models import build_model
 from fastfn.seeding import seeded_generator
 from test_attack import H, W, h, make_batch, reference_masked_nmse, tiny_model, w
+from test_evaluation import _models as two_unets
 from test_robust import make_batch as make_square_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -333,16 +334,8 @@ def test_noise_bad_input_raises_before_the_model_runs():
 
 # ---- the evaluation: several models, same draws, files ------------------------------------------
 
-def _models():
-    torch.manual_seed(0)
-    a = build_model("unet", chans=4, num_pool_layers=1)
-    torch.manual_seed(1)
-    b = build_model("unet", chans=4, num_pool_layers=1)
-    return a, b
-
-
 def test_evaluate_studies_same_draws_for_every_model_and_files(tmp_path):
-    a, b = _models()
+    a, b = two_unets()
     batches = [make_square_batch(B=2, seed=s) for s in range(2)]
     batches[1]["slice"] = batches[1]["slice"] + 2
     load = lambda data, spec, bs, n: batches  # noqa: E731
