@@ -11,6 +11,7 @@ validation data), so their reports say the evaluation is contaminated.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -54,7 +55,6 @@ def model_sources(args: argparse.Namespace) -> list[Any]:
         raise ValueError("give either --ckpt or --weights, not both")
     config = dict(parse_override(t) for t in args.model_config)
     for path in ckpts + weights:
-        from pathlib import Path
         if not Path(path).is_file():
             flag = "--ckpt" if path in ckpts else "--weights"
             raise FileNotFoundError(f"{flag} {path} does not exist")

@@ -210,7 +210,8 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None) -> dict[st
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    multicoil = build_model(cfg.model, **model_config(cfg)).multicoil
+    probe = build_model(cfg.model, **model_config(cfg)).to(device)  # coil kind, and the pre-flight run
+    multicoil = probe.multicoil
     t_start = time.perf_counter()
     where = cfg.data or (f"synthetic knees, {cfg.train_volumes}+{cfg.val_volumes} volumes x {cfg.slices} "
                          f"slices, {cfg.size}x{cfg.size}")
@@ -218,8 +219,7 @@ def run_demo(out: str | Path = "demo", cfg: DemoConfig | None = None) -> dict[st
     data = data_sources(cfg, multicoil)
     train_data, val_data = _loaders(data, multicoil, cfg)
     _, val_src, _ = resolve_data_folders(data, multicoil)
-    preflight(build_model(cfg.model, **model_config(cfg)).to(device),
-              [("training", train_data), ("validation", val_data)], cfg.mask, device)
+    preflight(probe, [("training", train_data), ("validation", val_data)], cfg.mask, device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
