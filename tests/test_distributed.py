@@ -2,6 +2,7 @@
 device resolution from the torchrun environment; DDP wrapping and unwrapping."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -198,3 +199,23 @@ def test_unwrap_model_of_a_ddp_wrapped_model(tmp_path):
     finally:
         cleanup()
     assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is unavailable")
+def test_cleanup_waits_for_the_peers_only_on_a_normal_exit(tmp_path, monkeypatch):
+    """A barrier before leaving on success (no rank tears down under a busy peer); none while
+    an exception propagates (the peers may be stuck in a collective this rank won't join)."""
+    calls = []
+    real_barrier = torch.distributed.barrier
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: calls.append(1) or real_barrier(*a, **k))
+    for attempt, fail in enumerate((False, True)):
+        torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / f'store{attempt}'}",
+                                             rank=0, world_size=1)
+        with pytest.raises(ValueError) if fail else contextlib.nullcontext():
+            try:
+                if fail:
+                    raise ValueError("a rank failed")
+            finally:
+                cleanup()
+        assert not torch.distributed.is_initialized()
+    assert calls == [1]

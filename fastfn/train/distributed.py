@@ -8,6 +8,7 @@ them it returns a single-process ``DistInfo`` and touches nothing.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,9 +79,20 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
 
 
 def cleanup() -> None:
-    """Leave the process group (no-op when not distributed)."""
+    """Leave the process group (no-op when not distributed).
+
+    On a normal exit every rank waits at a barrier first: a rank that tears its gloo
+    pairs down while a peer is still busy (rank 0 writing the last checkpoint) can abort
+    at exit with "terminate called without an active exception". While an exception
+    propagates (cleanup runs in ``finally`` blocks) there is no barrier: the peers may be
+    blocked in a collective this rank will never join, and the barrier would hang.
+    """
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if sys.exc_info()[0] is None:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
