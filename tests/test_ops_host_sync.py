@@ -38,6 +38,49 @@ def test_one_plan_per_mask_across_a_cascade_forward_and_backward():
     assert masked_fft_ops.column_plan_counters()["built"] == 1
 
 
+def test_one_measurement_per_k0_across_a_cascade_forward_and_backward():
+    """The ifft along H of k0's sampled columns is prepared by the first DC layer and reused
+    by the other nine and by the backward (soft DC: its lam gradient reads it)."""
+    torch.manual_seed(0)
+    model = CascadeNet(num_cascades=10, chans=4, num_convs=2, dc="soft")
+    k0, mask = _cascade_inputs("cpu")
+    masked_fft_ops.reset_column_plan_cache()
+    model(k0, mask).sum().backward()
+    counters = masked_fft_ops.column_plan_counters()
+    assert counters["measurements_built"] == 1, counters
+    assert counters["measurements_reused"] >= 10 - 1 + 1, counters   # nine forward layers, the backward
+    # the next call scales k0 anew (CascadeNet normalises it): one more measurement
+    model(k0, mask)
+    counters = masked_fft_ops.column_plan_counters()
+    assert counters["measurements_built"] == 2 and counters["measurements_reused"] >= 19, counters
+
+
+@pytest.mark.parametrize("multicoil", [False, True])
+def test_a_changed_k0_gets_a_new_measurement(multicoil):
+    """An in-place write to k0 (or a view of it) bumps its version: the next call measures
+    again and follows the new values; each result equals the reference."""
+    from fastfn.reference import masked_fft as ref
+    d = dc_inputs(2, 8, 10, dtype=torch.complex128, accel=2, seed=5, coils=3 if multicoil else None)
+    k0 = d["k0"].clone()
+    mask = d["mask"].double()  # the op's real dtype: the same mask tensor (and plan) every call
+    masked_fft_ops.reset_column_plan_cache()
+    first = ops.data_consistency(d["x"], k0, mask, sens=d.get("sens"))
+    again = ops.data_consistency(d["x"] * 2, k0, mask, sens=d.get("sens"))
+    assert masked_fft_ops.column_plan_counters()["measurements_reused"] == 1
+    torch.testing.assert_close(again, ref.data_consistency(d["x"] * 2, k0, mask, sens=d.get("sens")))
+    k0[..., 1, :].mul_(3.0)  # through a view
+    second = ops.data_consistency(d["x"], k0, mask, sens=d.get("sens"))
+    assert masked_fft_ops.column_plan_counters()["measurements_built"] == 2
+    torch.testing.assert_close(second, ref.data_consistency(d["x"], k0, mask, sens=d.get("sens")))
+    assert not torch.allclose(first, second)
+    # the same k0 under a changed mask: a new plan, so a new measurement
+    mask = mask.clone()
+    mask[..., :2] = 1.0 - mask[..., :2]
+    third = ops.data_consistency(d["x"], k0, mask, sens=d.get("sens"))
+    assert masked_fft_ops.column_plan_counters()["measurements_built"] == 3
+    torch.testing.assert_close(third, ref.data_consistency(d["x"], k0, mask, sens=d.get("sens")))
+
+
 def test_a_changed_mask_gets_a_new_plan():
     """An in-place write to the mask (or to a view of it) bumps its version: the plan is
     rebuilt and the result follows the new mask."""
@@ -142,4 +185,10 @@ def test_cascade_forward_replays_from_a_cuda_graph():
             captured = model(k0, mask)
         graph.replay()
         torch.cuda.synchronize()
-    torch.testing.assert_close(captured, eager)
+        torch.testing.assert_close(captured, eager)
+        # new values in the static k0: the replay measures them (a graph captures no
+        # measurement prepared before it)
+        k0.mul_(0.5)
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(captured, model(k0, mask))

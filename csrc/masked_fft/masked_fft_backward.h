@@ -65,6 +65,7 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
   const ColumnFrame<T> f0 = column_frame<T>(in, plan);
   const bool need_x_spectrum = want.lam || want.sens, need_adjoint = want.x || want.sens;
   const bool need_meas = need_x_spectrum && f0.K > 0;
+  const Tensor meas = need_meas ? column_measurement<Backend, T>(in, f0, plan) : Tensor();
   // the 1/W of the inverse FFTs along W goes into the passes after them (multi-coil: the
   // sensitivity gradient and the coil combine of grad_x) on a backend that folds it
   const bool fold = Backend::kFoldInverseScale && in.sens.defined();
@@ -78,13 +79,12 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
   auto images = [&](int64_t c, int64_t n0, int64_t n1) {
     const int64_t count = n1 - n0, tiles = count * row_blocks<Backend::kColumnTileRows>(g.H);
     ColumnFrame<T> f = f0;
-    f.n0 = n0;
+    frame_chunk(f, meas, n0);
     Tensor G = at::_fft_c2c(coil_images<Backend, T>(in, grad, n0, n1), {2}, kFftUnnormalised, true);
-    Tensor X, meas, kbuf, weight_terms;
+    Tensor X, kbuf, weight_terms;
     if (need_x_spectrum) {
       X = at::_fft_c2c(coil_images<Backend, T>(in, in.x, n0, n1), {2}, kFftUnnormalised, true);
     }
-    if (need_meas) meas = chunk_measurement<Backend, T>(in, f, n0, n1);
     if (want.k0) kbuf = at::empty({count, f.K, g.H}, in.x.options());
     if (want.lam) weight_terms = at::empty({count, g.H, f.K}, in.lam.options());
     DcBackwardColumns<T, Backend::kColumnTileRows> pass{f,

@@ -306,12 +306,36 @@ struct PlanCounters {
   int64_t built = 0, device_to_host = 0, reused = 0;
 };
 
-// The plans of the last kEntries masks. A plan is reused while the mask is the same
-// view of the same live storage (held weakly: the cache keeps no mask alive) at the same
-// version: an in-place write to the mask or to any view of it bumps the version and so
-// builds a new plan. Writes that bypass the version counter (through .data, from
-// another framework's view of the memory) are not seen; inference tensors (no version)
-// and tensors without storage are planned on every call.
+// Identifies a tensor's contents across op calls: the same view of the same live storage
+// (held weakly: a key keeps no tensor alive) at the same version. An in-place write to
+// the tensor or to any view of it bumps the version. Writes that bypass the version
+// counter (through .data, from another framework's view of the memory) are not seen;
+// inference tensors (no version) and tensors without storage have no key.
+struct TensorKey {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  int64_t offset, version;
+  at::ScalarType dtype;
+  c10::Device device;
+  std::vector<int64_t> sizes, strides;
+
+  static bool keyable(const at::Tensor& t) { return !t.is_inference() && t.has_storage(); }
+  static TensorKey of(const at::Tensor& t) {
+    return TensorKey{t.storage().getWeakStorageImpl(), t.storage_offset(), t._version(), t.scalar_type(),
+                     t.device(), t.sizes().vec(), t.strides().vec()};
+  }
+  bool expired() const { return storage.expired(); }
+  // a weak reference keeps the StorageImpl object, so its address is not reused while
+  // the key exists: equal addresses of a live storage mean the same storage
+  bool matches(const at::Tensor& t) const {
+    return !storage.expired() && storage._unsafe_get_target() == t.storage().unsafeGetStorageImpl() &&
+           offset == t.storage_offset() && version == t._version() && dtype == t.scalar_type() &&
+           device == t.device() && t.sizes().equals(sizes) && t.strides().equals(strides);
+  }
+};
+
+// The plans of the last kEntries masks, each reused while its mask's TensorKey matches:
+// an in-place write to the mask builds a new plan; a mask without a key is planned on
+// every call.
 class ColumnPlanCache {
  public:
   static ColumnPlanCache& instance() {
@@ -320,11 +344,11 @@ class ColumnPlanCache {
   }
 
   ColumnPlan get(const at::Tensor& mask, const Geometry& g) {
-    const bool keyed = !mask.is_inference() && mask.has_storage();
+    const bool keyed = TensorKey::keyable(mask);
     if (keyed) {
       const std::lock_guard<std::mutex> hold(lock_);
       for (const Entry& e : entries_) {
-        if (matches(e, mask)) {
+        if (e.key.matches(mask)) {
           ++counters_.reused;
           return e.plan;
         }
@@ -336,8 +360,7 @@ class ColumnPlanCache {
     if (mask.device().type() != c10::DeviceType::CPU) ++counters_.device_to_host;
     if (keyed) {
       if (entries_.size() == kEntries) entries_.pop_back();
-      entries_.push_front(Entry{mask.storage().getWeakStorageImpl(), mask.storage_offset(), mask._version(),
-                                mask.scalar_type(), mask.device(), mask.sizes().vec(), mask.strides().vec(), plan});
+      entries_.push_front(Entry{TensorKey::of(mask), plan});
     }
     return plan;
   }
@@ -356,23 +379,77 @@ class ColumnPlanCache {
  private:
   static constexpr size_t kEntries = 8;
   struct Entry {
-    c10::weak_intrusive_ptr<c10::StorageImpl> storage;
-    int64_t offset, version;
-    at::ScalarType dtype;
-    c10::Device device;
-    std::vector<int64_t> sizes, strides;
+    TensorKey key;
     ColumnPlan plan;
   };
-  // a weak reference keeps the StorageImpl's memory, so its address is not reused
-  // while the entry exists: equal addresses of a live storage mean the same storage
-  static bool matches(const Entry& e, const at::Tensor& mask) {
-    return !e.storage.expired() && e.storage._unsafe_get_target() == mask.storage().unsafeGetStorageImpl() &&
-           e.offset == mask.storage_offset() && e.version == mask._version() && e.dtype == mask.scalar_type() &&
-           e.device == mask.device() && mask.sizes().equals(e.sizes) && mask.strides().equals(e.strides);
-  }
   std::mutex lock_;
   std::deque<Entry> entries_;
   PlanCounters counters_;
+};
+
+// What the measurement cache has done since the process started (or the last reset).
+struct MeasurementCounters {
+  int64_t built = 0, reused = 0;
+};
+
+// The column path's prepared measurements of the last kEntries (k0, plan) pairs: meas
+// (N, K, H), the ifft_H of k0's gathered sampled columns, reused while k0's TensorKey
+// matches and the plan is the same (the plan cache hands out one plan per mask, and an
+// entry holds its idx, so that a new plan cannot take its address). The DC layers of an
+// unrolled network share one k0, forward and backward: one gather and one FFT along H
+// per network call instead of one per layer. An entry whose k0 was freed is dropped at
+// the next lookup.
+class MeasurementCache {
+ public:
+  static MeasurementCache& instance() {
+    static MeasurementCache cache;
+    return cache;
+  }
+
+  // The cached measurement of k0 under plan, or an undefined tensor.
+  at::Tensor find(const at::Tensor& k0, const ColumnPlan& plan) {
+    if (!TensorKey::keyable(k0)) return at::Tensor();
+    const std::lock_guard<std::mutex> hold(lock_);
+    entries_.erase(std::remove_if(entries_.begin(), entries_.end(), [](const Entry& e) { return e.key.expired(); }),
+                   entries_.end());
+    for (const Entry& e : entries_) {
+      if (e.idx.is_same(plan.idx) && e.key.matches(k0)) {
+        ++counters_.reused;
+        return e.meas;
+      }
+    }
+    return at::Tensor();
+  }
+
+  // Counts a measurement built for k0 under plan and keeps it when keep is true.
+  void built(const at::Tensor& k0, const ColumnPlan& plan, const at::Tensor& meas, bool keep) {
+    const std::lock_guard<std::mutex> hold(lock_);
+    ++counters_.built;
+    if (!keep || !TensorKey::keyable(k0)) return;
+    if (entries_.size() == kEntries) entries_.pop_back();
+    entries_.push_front(Entry{TensorKey::of(k0), plan.idx, meas});
+  }
+
+  MeasurementCounters counters() {
+    const std::lock_guard<std::mutex> hold(lock_);
+    return counters_;
+  }
+
+  void reset() {
+    const std::lock_guard<std::mutex> hold(lock_);
+    entries_.clear();
+    counters_ = MeasurementCounters{};
+  }
+
+ private:
+  static constexpr size_t kEntries = 4;
+  struct Entry {
+    TensorKey key;
+    at::Tensor idx, meas;
+  };
+  std::mutex lock_;
+  std::deque<Entry> entries_;
+  MeasurementCounters counters_;
 };
 
 inline ColumnPlan column_plan(const at::Tensor& mask, const Geometry& g) {

@@ -29,6 +29,7 @@ struct CpuBackend {
   struct DeviceGuard {
     explicit DeviceGuard(c10::Device) {}
   };
+  static bool reuse_allowed() { return true; }
   // Images per task of the column path: about 1 MiB of image data (an L2 share of its
   // working set), never so many that a thread would be left without a chunk. One chunk
   // (the whole batch, its passes parallel inside) when there are fewer images than
@@ -90,14 +91,21 @@ struct CpuBackend {
 }  // namespace mfft
 }  // namespace fastfn
 
-// The column plan cache's counters (built, device_to_host, reused) and its reset, for
-// tests (fastfn.ops.masked_fft.column_plan_counters); device-independent.
+// The counters of the column plan cache (built, device_to_host, reused) and of the
+// measurement cache (built, reused), and their reset, for tests
+// (fastfn.ops.masked_fft.column_plan_counters), the measurements' own reset for the
+// benchmark's one-shot cases; device-independent.
 TORCH_LIBRARY_FRAGMENT(fastfn, m) {
   m.def("_column_plan_counters() -> int[]", [] {
     const fastfn::mfft::PlanCounters c = fastfn::mfft::ColumnPlanCache::instance().counters();
-    return std::vector<int64_t>{c.built, c.device_to_host, c.reused};
+    const fastfn::mfft::MeasurementCounters mc = fastfn::mfft::MeasurementCache::instance().counters();
+    return std::vector<int64_t>{c.built, c.device_to_host, c.reused, mc.built, mc.reused};
   });
-  m.def("_column_plan_cache_reset() -> ()", [] { fastfn::mfft::ColumnPlanCache::instance().reset(); });
+  m.def("_column_plan_cache_reset() -> ()", [] {
+    fastfn::mfft::ColumnPlanCache::instance().reset();
+    fastfn::mfft::MeasurementCache::instance().reset();
+  });
+  m.def("_column_measurement_cache_reset() -> ()", [] { fastfn::mfft::MeasurementCache::instance().reset(); });
 }
 
 TORCH_LIBRARY_IMPL(fastfn, CPU, m) {

@@ -6,6 +6,7 @@
 // headers the pip CUDA wheels place outside CUDA_HOME); at::cuda::getCurrentCUDAStream is
 // this same c10 function.
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -26,6 +27,9 @@ __global__ void grid_stride_kernel(F f, int64_t rows, int64_t inner) {
 
 struct CudaBackend : cuda_schedule::WholeBatchSchedule {
   using DeviceGuard = c10::cuda::CUDAGuard;
+  static bool reuse_allowed() {
+    return c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
+  }
   template <class F>
   static void launch(const F& f, int64_t rows, int64_t inner) {
     if (rows == 0 || inner == 0) return;

@@ -132,7 +132,7 @@ Frame2d<T> frame_2d(const DcInputs& in) {
 }
 
 // The frame of the column passes; the chunk's measurement (meas, n0) is set per chunk by
-// chunk_measurement.
+// frame_chunk.
 template <typename T>
 ColumnFrame<T> column_frame(const DcInputs& in, const ColumnPlan& plan) {
   const Geometry& g = in.g;
@@ -241,43 +241,60 @@ Tensor combined_by_image_chunks(const DcInputs& in, int64_t chunk, const Fn& fn)
   return coil_combine<Backend, T>(in, fn(0, N), Backend::kFoldInverseScale ? T(1) / T(g.W) : T(1));
 }
 
-// The measurement of coil images [n0, n1) for the column passes: ifft_H of their gathered,
-// pre-phased sampled columns, (n1 - n0, K, H); points f at it (f.meas, f.n0). Needs f.K > 0.
+// The column passes' measurement of every coil image, (N, K, H): ifft_H (unnormalised)
+// of k0's gathered, pre-phased sampled columns. Prepared once per k0 and mask and reused
+// (MeasurementCache) by the DC layers of an unrolled network, forward and backward,
+// except where Backend::reuse_allowed() says no (while a CUDA graph is captured: a
+// graph must compute what it reads from k0, so that a replay sees new values copied
+// into it). Needs f.K > 0.
 template <class Backend, typename T>
-Tensor chunk_measurement(const DcInputs& in, ColumnFrame<T>& f, int64_t n0, int64_t n1) {
+Tensor column_measurement(const DcInputs& in, const ColumnFrame<T>& f, const ColumnPlan& plan) {
+  MeasurementCache& cache = MeasurementCache::instance();
+  const bool reuse = Backend::reuse_allowed();
+  if (reuse) {
+    Tensor hit = cache.find(in.k0, plan);
+    if (hit.defined()) return hit;
+  }
   const Geometry& g = in.g;
-  const int64_t count = n1 - n0;
-  Tensor buf = at::empty({count, f.K, g.H}, in.x.options());
+  const int64_t N = g.images();
+  Tensor buf = at::empty({N, f.K, g.H}, in.x.options());
   GatherColumns<T, Backend::kColumnTileRows> gather{
-      in.k0.data_ptr<cx<T>>() + n0 * g.H * g.W, f.cols, buf.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm, n0};
-  Backend::launch(gather, count * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
+      in.k0.data_ptr<cx<T>>(), f.cols, buf.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm, 0};
+  Backend::launch(gather, N * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
   Tensor meas = at::_fft_c2c(buf, {2}, kFftUnnormalised, /*forward=*/false);
   TORCH_INTERNAL_ASSERT(meas.is_contiguous());
-  f.meas = meas.data_ptr<cx<T>>();
-  f.n0 = n0;
+  cache.built(in.k0, plan, meas, reuse);
   return meas;
+}
+
+// Points the column frame at coil images [n0, ...) of the measurement (N, K, H).
+template <typename T>
+void frame_chunk(ColumnFrame<T>& f, const Tensor& meas, int64_t n0) {
+  f.n0 = n0;
+  f.meas = meas.defined() ? meas.data_ptr<cx<T>>() + n0 * f.K * f.H : nullptr;
 }
 
 // ---------------------------------------------------------------- data consistency
 
 // Column-path DC of coil images [n0, n1), returned as (n1 - n0, H, W):
-// U = ifft_W(blend(fft_W(S x), ifft_H(gathered k0 columns))) / W. On a chunking backend
+// U = ifft_W(blend(fft_W(S x), meas)) / W, meas = ifft_H(gathered k0 columns) (N, K, H)
+// from column_measurement (undefined when K = 0). On a chunking backend
 // one cache-sized chunk of images per task (see image_chunk), else one call over the batch.
 //
 // Backend::kFoldInverseScale (CUDA, one call over the batch): the inverse FFT is left
 // unnormalised and its 1/W goes into the pass before it (single-coil: DcBlendRows over
 // every column) or after it (multi-coil: the coil combine, see combined_by_image_chunks).
 template <class Backend, typename T>
-Tensor dc_columns_images(const DcInputs& in, ColumnFrame<T> f, const ColumnPlan& plan, int64_t n0, int64_t n1) {
+Tensor dc_columns_images(const DcInputs& in, ColumnFrame<T> f, const ColumnPlan& plan, const Tensor& meas,
+                         int64_t n0, int64_t n1) {
   const Geometry& g = in.g;
   const int64_t count = n1 - n0;
+  frame_chunk(f, meas, n0);
   const Tensor img = coil_images<Backend, T>(in, in.x, n0, n1);
   Tensor X = at::_fft_c2c(img, {2}, kFftUnnormalised, /*forward=*/true);
   TORCH_INTERNAL_ASSERT(X.is_contiguous());
   if constexpr (Backend::kFoldInverseScale) {
     static_assert(!Backend::kImageChunks, "the fold assumes one call over the batch");
-    Tensor meas;
-    if (f.K > 0) meas = chunk_measurement<Backend, T>(in, f, n0, n1);
     if (in.sens.defined()) {
       if (f.K > 0) {
         DcBlendColumns<T, Backend::kColumnTileRows> blend{f, X.data_ptr<cx<T>>()};
@@ -290,7 +307,6 @@ Tensor dc_columns_images(const DcInputs& in, ColumnFrame<T> f, const ColumnPlan&
     return at::_fft_c2c(X, {2}, kFftUnnormalised, /*forward=*/false);
   }
   if (f.K > 0) {
-    const Tensor meas = chunk_measurement<Backend, T>(in, f, n0, n1);
     DcBlendColumns<T, Backend::kColumnTileRows> blend{f, X.data_ptr<cx<T>>()};
     Backend::launch(blend, count * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
   }
@@ -302,7 +318,8 @@ Tensor dc_columns(const DcInputs& in) {
   const Geometry& g = in.g;
   const ColumnPlan plan = column_plan(in.mask, g);
   const ColumnFrame<T> f = column_frame<T>(in, plan);
-  auto images = [&](int64_t n0, int64_t n1) { return dc_columns_images<Backend, T>(in, f, plan, n0, n1); };
+  const Tensor meas = f.K > 0 ? column_measurement<Backend, T>(in, f, plan) : Tensor();
+  auto images = [&](int64_t n0, int64_t n1) { return dc_columns_images<Backend, T>(in, f, plan, meas, n0, n1); };
   const int64_t chunk = image_chunk<Backend>(g.images(), g.H, g.W, in.x.options());
   if (in.sens.defined()) return combined_by_image_chunks<Backend, T>(in, chunk, images);
   return by_image_chunks<Backend>(g.Bx, chunk, g.H, g.W, in.x.options(), images).view(in.x.sizes());

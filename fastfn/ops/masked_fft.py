@@ -174,17 +174,21 @@ def data_consistency(x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor,
 
 
 def column_plan_counters() -> dict[str, int]:
-    """What the C++ ops' column plan cache has done in this process (or since
+    """What the C++ ops' column caches have done in this process (or since
     reset_column_plan_cache): plans ``built``, ``device_to_host`` copies of a mask (the
     only host synchronisation of a column-mask call, paid when a plan is built for a
-    GPU mask), and plans ``reused``. A plan is reused while the mask is the same live,
-    unmodified tensor (or view of the same storage): a cascade builds one per mask."""
-    built, device_to_host, reused = torch.ops.fastfn._column_plan_counters()
-    return {"built": built, "device_to_host": device_to_host, "reused": reused}
+    GPU mask), plans ``reused``; measurements (the ifft along H of k0's sampled
+    columns) ``measurements_built`` and ``measurements_reused``. A plan is reused while
+    the mask is the same live, unmodified tensor (or view of the same storage), a
+    measurement while k0 is and its mask's plan is the same: a cascade builds one of
+    each per network call."""
+    built, device_to_host, reused, meas_built, meas_reused = torch.ops.fastfn._column_plan_counters()
+    return {"built": built, "device_to_host": device_to_host, "reused": reused,
+            "measurements_built": meas_built, "measurements_reused": meas_reused}
 
 
 def reset_column_plan_cache() -> None:
-    """Forgets every cached column plan and zeroes column_plan_counters()."""
+    """Forgets every cached column plan and measurement and zeroes column_plan_counters()."""
     torch.ops.fastfn._column_plan_cache_reset()
 
 
