@@ -67,8 +67,10 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
   const bool need_meas = need_x_spectrum && f0.K > 0;
   const Tensor meas = need_meas ? column_measurement<Backend, T>(in, f0, plan) : Tensor();
   // the 1/W of the inverse FFTs along W goes into the passes after them (multi-coil: the
-  // sensitivity gradient and the coil combine of grad_x) on a backend that folds it
+  // sensitivity gradient and the coil combine of grad_x) on a backend that folds it;
+  // single-coil nothing follows, so it goes into the adjoint blend before (DcAdjointRows)
   const bool fold = Backend::kFoldInverseScale && in.sens.defined();
+  const bool fold_before = Backend::kFoldInverseScale && !in.sens.defined() && need_adjoint;
   Tensor gx, gk0, gs, gw;
   if (want.k0) gk0 = at::empty(in.k0.sizes(), in.x.options());
   if (want.sens) gs = at::empty_like(in.sens);
@@ -92,11 +94,17 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
                               X.defined() ? X.data_ptr<cx<T>>() : nullptr,
                               want.k0 ? kbuf.data_ptr<cx<T>>() : nullptr,
                               want.lam ? weight_terms.data_ptr<T>() : nullptr,
-                              /*adjoint_in_place=*/need_adjoint,
+                              /*adjoint_in_place=*/need_adjoint && !fold_before,
                               /*output_in_place=*/want.sens};
-    Backend::launch(pass, tiles, f.K);
+    if (want.k0 || want.lam || pass.adjoint_in_place || pass.output_in_place) Backend::launch(pass, tiles, f.K);
+    if (fold_before) {
+      DcAdjointRows<T> adjoint{f, G.data_ptr<cx<T>>(), T(1) / T(g.W)};
+      Backend::launch(adjoint, count * g.H, g.W);
+    }
     Tensor a;
-    if (need_adjoint) a = at::_fft_c2c(G, {2}, fold ? kFftUnnormalised : kFftByN, /*forward=*/false);
+    if (need_adjoint) {
+      a = at::_fft_c2c(G, {2}, fold || fold_before ? kFftUnnormalised : kFftByN, /*forward=*/false);
+    }
     if (want.sens) {
       const Tensor u = at::_fft_c2c(X, {2}, fold ? kFftUnnormalised : kFftByN, /*forward=*/false);
       SensGrad<T> sens_grad{grad.data_ptr<cx<T>>(), u.data_ptr<cx<T>>(), a.data_ptr<cx<T>>(),

@@ -201,6 +201,25 @@ struct DcBlendRows {
   }
 };
 
+// The adjoint blend over every column for a backend that folds the 1/W of the inverse
+// FFT along W into the pass before it (Backend::kFoldInverseScale, the single-coil
+// backward on CUDA, where no pass follows the inverse): G <- (1 - w m') G / W, so that
+// the unnormalised inverse FFT along W that follows gives grad_x. One image row per
+// call; rows n * H + h, inner index: bins [0, W).
+template <typename T>
+struct DcAdjointRows {
+  ColumnFrame<T> f;
+  cx<T>* G;
+  T inverse_w;
+  FASTFN_HD void operator()(int64_t row, int64_t p0, int64_t p1) const {
+    const int64_t W = f.W;
+    const T* m = f.mask + f.mask_batch(row / f.H) * W;
+    const T w = dc_weight(f.lam);
+    cx<T>* gr = G + row * W;
+    for (int64_t p = p0; p < p1; ++p) gr[p] = gr[p] * ((T(1) - w * m[centred_index(p, W)]) * inverse_w);
+  }
+};
+
 // Every gradient of the column path at the gathered columns, each output optional (the
 // inverse FFTs along W that follow divide by W):
 //   adjoint_in_place:  G <- (1 - w m') G             (its inverse: a, the adjoint of DC
