@@ -3,6 +3,8 @@ device resolution from the torchrun environment; DDP wrapping and unwrapping."""
 from __future__ import annotations
 
 import contextlib
+import csv
+import functools
 import os
 import socket
 import time
@@ -18,6 +20,7 @@ from fastfn.train.config import TrainConfig
 from fastfn.train.data import make_loader
 from fastfn.train.distributed import (DistInfo, cleanup, init_distributed, resolve_device,
                                       unwrap_model, wrap_model)
+from fastfn.train.robust import combine_gradients
 from fastfn.train.trainer import Trainer, seed_everything
 from test_train_support import ToyRecon, ToySlices, collate, one_thread  # noqa: F401  (one_thread: fixture)
 
@@ -49,9 +52,21 @@ def _cfg() -> TrainConfig:
                                   "optim.name": "adam", "optim.lr": 1e-2})
 
 
-def _run(rank: int, world: int, out: str):
+def _mirror_loss(model, batch, step):
+    """A deterministic stand-in for the adversarial term, largely against the clean loss:
+    L1 to the left-right mirrored target."""
+    target = batch["target"]
+    pred = model(batch["masked_kspace"], batch["mask"], tuple(target.shape[-2:]))
+    return 0.5 * (pred - target.flip(-1)).abs().mean(), {}
+
+
+_mirror_loss.combine_gradients = functools.partial(combine_gradients, project=True, ratio=0.3)
+
+
+def _run(rank: int, world: int, out: str, combine: bool = False):
     """One process's training: ToyRecon (no dropout), its shard of every global batch,
-    validation over volume-aware shards (fastfn.data's sampler)."""
+    validation over volume-aware shards (fastfn.data's sampler); with ``combine`` an
+    extra loss whose gradient is projected and capped (the trainer's own rank average)."""
     from fastfn.data import VolumeDistributedSampler
     if world > 1:
         info = init_distributed("cpu")
@@ -68,7 +83,8 @@ def _run(rank: int, world: int, out: str):
                       sampler=VolumeDistributedSampler(vols, world, info.rank, shuffle=False))
     seed_everything(0)
     trainer = Trainer(ToyRecon(drop_prob=0.0), _cfg(), train, val, dist=info,
-                      out_dir=os.path.join(out, f"rank{info.rank}"), model_config={"chans": 4})
+                      out_dir=os.path.join(out, f"rank{info.rank}"), model_config={"chans": 4},
+                      extra_loss=_mirror_loss if combine else None)
     result = trainer.fit()
     trainer.close()
     if world > 1:
@@ -76,12 +92,12 @@ def _run(rank: int, world: int, out: str):
     return result
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, combine: bool) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")})
     torch.set_num_threads(1)
-    _run(rank, world, out)
+    _run(rank, world, out, combine)
 
 
 def _free_port() -> int:
@@ -90,9 +106,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process(tmp_path):
-    single = _run(0, 1, str(tmp_path / "single"))
-    ctx = mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2,
+@pytest.mark.parametrize("combine", [False, True], ids=["one-backward", "combined-gradients"])
+def test_two_processes_match_one_process(tmp_path, combine):
+    """Also with a gradient combiner (projection and cap are not linear: the ranks must
+    combine the globally averaged gradients, as the single process does)."""
+    single = _run(0, 1, str(tmp_path / "single"), combine)
+    ctx = mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), combine), nprocs=2,
                              join=False, start_method="spawn")
     deadline = time.monotonic() + 240
     while not ctx.join(timeout=5):
@@ -113,6 +132,12 @@ def test_two_processes_match_one_process(tmp_path):
     # validation gathered over both ranks' volumes equals the single-process one
     for key in ("psnr", "ssim", "nmse", "zf_psnr"):
         assert b["metrics"][key] == pytest.approx(single[key], rel=1e-5), key
+    if combine:  # the combiner changed the gradient in this run, on both sides alike
+        rows = {run: list(csv.DictReader(open(tmp_path / run / "rank0" / "train.csv")))
+                for run in ("single", "ddp")}
+        assert any(float(r["extra/projected"]) or float(r["extra/capped"]) for r in rows["ddp"])
+        for r, q in zip(rows["single"], rows["ddp"]):
+            assert float(q["extra/grad_cos"]) == pytest.approx(float(r["extra/grad_cos"]), rel=1e-4)
 
 
 # --- device resolution and unwrapping (one process) -----------------------------------

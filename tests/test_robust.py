@@ -259,3 +259,86 @@ def test_local_intensity_features_in_robust_training_follow_the_tissue():
         torch.testing.assert_close(added[px], v)
     loss, _ = make_robust_loss(cfg)(model, batch, 0)
     assert loss.requires_grad and float(loss.detach()) > 0
+
+
+def _flat(grads):
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def test_combine_gradients_projects_only_conflicts_and_caps_the_ratio():
+    g = torch.Generator().manual_seed(3)
+    shapes = [(3, 4), (5,), (2, 2, 2)]
+    clean = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    # an adversarial gradient against the clean one: -0.7 g_c plus a part orthogonal to it
+    noise = _flat([torch.randn(s, generator=g, dtype=torch.float64) for s in shapes])
+    c = _flat(clean)
+    orth = noise - (noise @ c) / (c @ c) * c
+    a = -0.7 * c + orth
+    extra = list(a.split([math.prod(s) for s in shapes]))
+    extra = [e.view(s) for e, s in zip(extra, shapes)]
+    out, logs = robust_module.combine_gradients(clean, extra, project=True, ratio=0.0)
+    torch.testing.assert_close(_flat(out), c + orth)              # the conflicting part is gone
+    assert logs["projected"] == 1.0 and logs["capped"] == 0.0
+    assert logs["grad_cos"] == pytest.approx(float(a @ c / (a.norm() * c.norm())))
+    assert logs["grad_ratio"] == pytest.approx(float(a.norm() / c.norm()))
+    # an agreeing gradient is left as it is
+    agree = [e.neg() for e in extra]                              # 0.7 g_c - orth
+    out, logs = robust_module.combine_gradients(clean, agree, project=True, ratio=0.0)
+    torch.testing.assert_close(_flat(out), c + 0.7 * c - orth)
+    assert logs["projected"] == 0.0
+    # without projection, the cap scales g_a to ratio * |g_c|
+    out, logs = robust_module.combine_gradients(clean, extra, project=False, ratio=0.25)
+    torch.testing.assert_close(_flat(out), c + a * (0.25 * c.norm() / a.norm()))
+    assert logs["capped"] == 1.0 and logs["projected"] == 0.0
+    # both: projected first, then the projected part capped
+    out, _ = robust_module.combine_gradients(clean, extra, project=True, ratio=0.25)
+    torch.testing.assert_close(_flat(out), c + orth * (0.25 * c.norm() / orth.norm()))
+    # no adversarial gradient (a clean step): the clean gradient, zero logs; None stays None
+    out, logs = robust_module.combine_gradients(clean + [None], [None] * 4, project=True, ratio=0.25)
+    assert all(torch.equal(o, cl) for o, cl in zip(out, clean)) and out[3] is None
+    assert logs == {"grad_cos": 0.0, "grad_ratio": 0.0, "projected": 0.0, "capped": 0.0}
+    with pytest.raises(ValueError, match="robust.gradient_ratio"):
+        RobustConfig(gradient_ratio=-1.0)
+
+
+@pytest.mark.parametrize("project,ratio", [(True, 0.0), (False, 0.05), (True, 0.05)])
+def test_trainer_steps_with_the_combined_gradient(project, ratio):
+    """The trainer's gradient under gradient_projection / gradient_ratio is the combination
+    of the separately computed clean and adversarial gradients, not their sum."""
+    from fastfn.losses import build_loss
+    from fastfn.train.config import TrainConfig
+    from fastfn.train.trainer import Trainer
+    batch = make_batch(B=2, seed=4)
+    cfg = TrainConfig(model="unet", model_config={"chans": 4, "num_pool_layers": 1}, steps=1,
+                      val_every=1, ckpt_every=1, progress=False, tensorboard=False, panels=0)
+    rcfg = RobustConfig(attack=default_attack(size=(3, 6)), beta=2.0, gradient_projection=project,
+                        gradient_ratio=ratio)
+    extra_loss = make_robust_loss(rcfg)
+    assert hasattr(extra_loss, "combine_gradients")
+    assert not hasattr(make_robust_loss(RobustConfig(beta=2.0)), "combine_gradients")
+    model = tiny_unet().train()
+    params = list(model.parameters())
+    pred = model(batch["masked_kspace"], batch["mask"], tuple(batch["target"].shape[-2:]))
+    g_c = torch.autograd.grad(build_loss("l1")(pred, batch["target"], batch["max"]), params)
+    adv, _ = extra_loss(model, batch, 0)
+    g_a = torch.autograd.grad(adv, params)
+    c, a = _flat(g_c), _flat(g_a)
+    expected = a
+    if project and float(a @ c) < 0:
+        expected = a - (a @ c) / (c @ c) * c
+    if ratio > 0 and float(expected.norm()) > ratio * float(c.norm()):
+        expected = expected * (ratio * c.norm() / expected.norm())
+    trainer = Trainer(model, cfg, [batch], None, extra_loss=extra_loss)
+    trainer.optimizer.step = lambda *a, **k: None                 # keep the weights; read .grad
+    logs = trainer.train_step(batch)
+    torch.testing.assert_close(_flat([p.grad for p in params]), c + expected, rtol=1e-5, atol=1e-7)
+    assert logs["extra/grad_ratio"] == pytest.approx(float(a.norm() / c.norm()), rel=1e-5)
+    assert logs["extra/projected"] == float(project and float(a @ c) < 0)
+    assert logs["extra/capped"] == float(ratio > 0)
+    # a clean step of such a run (before start_step) keeps the log columns
+    late = make_robust_loss(RobustConfig(attack=default_attack(size=(3, 6)), start_step=5,
+                                         gradient_projection=True))
+    t2 = Trainer(tiny_unet(), cfg, [batch], None, extra_loss=late)
+    clean_logs = t2.train_step(batch)
+    assert {k for k in logs if k.startswith("extra/")} == {k for k in clean_logs if k.startswith("extra/")}
+    assert clean_logs["extra/grad_cos"] == 0.0

@@ -20,7 +20,9 @@ gradients, weighted
 The authors used masked L1 + full L1 (the defaults here). Options that keep the
 adversarial term from swamping the clean reconstruction, all off by default:
 ``beta_ramp_steps`` (beta grows linearly from its start), ``normalize_to_clean`` (the term's
-size tied to the batch's clean L1, see :func:`make_robust_loss`) and, through
+size tied to the batch's clean L1, see :func:`make_robust_loss`), ``gradient_projection``
+and ``gradient_ratio`` (the term's gradient projected off the clean gradient where they
+conflict, and capped relative to it: :func:`combine_gradients`) and, through
 ``attack.features``, intensities relative to the local tissue
 (``intensity_mode="local"``). Features are drawn
 from a generator seeded by ``(attack.seed, step, rank)``, so a resumed run draws
@@ -30,9 +32,11 @@ different ones.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -91,6 +95,15 @@ class RobustConfig:
             forward pass without gradients), the scale factor held constant in the gradient;
             beta is then the term's size relative to the clean L1, whatever the data's
             intensities or the features. False: beta times the raw feature loss.
+        gradient_projection: True removes from the adversarial term's parameter gradient
+            its component against the clean loss's gradient when the two conflict
+            (negative inner product; PCGrad, Yu et al. 2020), so to first order an
+            adversarial update never makes the clean reconstruction worse. The trainer
+            then backpropagates the two terms separately (same cost: the two forward
+            graphs are separate anyway) and averages gradients over DDP ranks itself.
+        gradient_ratio: > 0 caps the norm of the adversarial term's gradient (after beta
+            and the projection) at this multiple of the clean gradient's norm, so the term
+            cannot swamp the clean loss whatever its scale; 0: no cap.
     """
     attack: AttackConfig = field(default_factory=default_attack)
     beta: float = 1.0
@@ -101,6 +114,8 @@ class RobustConfig:
     curriculum_steps: int = 0
     beta_ramp_steps: int = 0
     normalize_to_clean: bool = False
+    gradient_projection: bool = False
+    gradient_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.attack, Mapping):
@@ -110,7 +125,7 @@ class RobustConfig:
             raise TypeError(f"robust.attack must be an AttackConfig (e.g. default_attack(method='pgd')) "
                             f"or a mapping, got {self.attack!r}")
         check_choice("robust", "feature_loss", self.feature_loss, FEATURE_LOSSES)
-        for key in ("beta", "feature_weight", "image_weight"):
+        for key in ("beta", "feature_weight", "image_weight", "gradient_ratio"):
             if getattr(self, key) < 0:
                 raise ValueError(f"robust.{key} must be >= 0, got {getattr(self, key)}")
         for key in ("curriculum_steps", "start_step", "beta_ramp_steps"):
@@ -234,7 +249,54 @@ def make_robust_loss(config: RobustConfig, *, rank: int = 0) -> ExtraLoss:
         logs["robust_s"] = time.perf_counter() - t0
         return beta * loss, logs
 
+    if config.gradient_projection or config.gradient_ratio > 0:
+        robust_loss.combine_gradients = functools.partial(  # type: ignore[attr-defined]
+            combine_gradients, project=config.gradient_projection, ratio=config.gradient_ratio)
     return robust_loss
+
+
+def combine_gradients(clean: Sequence[torch.Tensor | None], extra: Sequence[torch.Tensor | None],
+                      *, project: bool, ratio: float
+                      ) -> tuple[list[torch.Tensor | None], dict[str, float]]:
+    """The step's parameter gradients from the clean term's and the adversarial term's.
+
+    Args:
+        clean, extra: per parameter, the gradient of the clean loss and of the adversarial
+            term (``beta`` included), each the parameter's shape or None (no gradient).
+        project: where ``<g_c, g_a> < 0``, replace ``g_a`` by ``g_a - <g_c, g_a> / |g_c|^2 g_c``
+            (its component orthogonal to ``g_c``).
+        ratio: > 0: then scale ``g_a`` down to ``|g_a| <= ratio * |g_c|``.
+
+    Norms and inner products are over all parameters together. Returns ``g_c + g_a`` per
+    parameter (None where both are None) and the logs ``grad_cos`` (cosine of ``g_c`` and
+    ``g_a`` before either change), ``grad_ratio`` (``|g_a| / |g_c|`` before either change),
+    ``projected`` and ``capped`` (1.0 when that change was applied, else 0.0).
+    """
+    pairs = [(c, a) for c, a in zip(clean, extra, strict=True) if c is not None and a is not None]
+    dot = sum((c.double() * a.double()).sum() for c, a in pairs) if pairs else torch.zeros(())
+    nc2 = sum(c.double().square().sum() for c in clean if c is not None)
+    na2 = sum(a.double().square().sum() for a in extra if a is not None)
+    dot, nc2, na2 = (float(v) for v in (dot, nc2, na2))
+    logs = {"grad_cos": dot / math.sqrt(nc2 * na2) if nc2 > 0 and na2 > 0 else 0.0,
+            "grad_ratio": math.sqrt(na2 / nc2) if nc2 > 0 else 0.0,
+            "projected": 0.0, "capped": 0.0}
+    coef, scale = 0.0, 1.0
+    if project and dot < 0 and nc2 > 0:
+        coef = dot / nc2
+        na2 = max(na2 - dot * dot / nc2, 0.0)  # |g_a - coef g_c|^2
+        logs["projected"] = 1.0
+    if ratio > 0 and nc2 > 0 and na2 > (ratio * ratio) * nc2:
+        scale = ratio * math.sqrt(nc2 / na2)
+        logs["capped"] = 1.0
+    out: list[torch.Tensor | None] = []
+    for c, a in zip(clean, extra, strict=True):
+        if a is None:
+            out.append(c)
+            continue
+        adv = a if c is None or coef == 0.0 else a - coef * c
+        adv = adv if scale == 1.0 else adv * scale
+        out.append(adv if c is None else c + adv)
+    return out, logs
 
 
 def clean_l1(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:

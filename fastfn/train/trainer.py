@@ -12,6 +12,7 @@ same loop on its shard; only rank 0 writes.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
@@ -98,7 +99,11 @@ class Trainer:
             ``loss`` a scalar tensor that is part of the autograd graph; ``logs`` a
             dict of floats/scalar tensors, logged with the prefix ``extra/``. It must
             not call ``backward()`` itself (``torch.autograd.grad`` w.r.t. inputs is
-            fine): the trainer does one backward of the total loss.
+            fine): the trainer does one backward of the total loss. If it has an
+            attribute ``combine_gradients(clean_grads, extra_grads) -> (grads, logs)``
+            (``RobustConfig.gradient_projection``/``gradient_ratio``), the trainer
+            backpropagates the two terms separately, averages each over DDP ranks and
+            steps with the combiner's gradients.
         dist: this process's ``DistInfo`` (default: single process on config.device).
         model_name, model_config: what ``build_model`` needs to rebuild the model
             from a checkpoint; default: the model's ``model_name``/``config`` set by
@@ -206,24 +211,31 @@ class Trainer:
             raise ValueError(f"training needs targets; file {batch['fname'][0]} has none")
         self.ddp_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.amp or torch.bfloat16,
-                            enabled=self.amp is not None):
+        combine = getattr(self.extra_loss, "combine_gradients", None)
+        # with a gradient combiner the trainer averages the gradients over ranks itself
+        sync_off = (self.ddp_model.no_sync() if combine is not None and self.ddp_model is not self.model
+                    else contextlib.nullcontext())
+        with sync_off, torch.autocast(self.device.type, dtype=self.amp or torch.bfloat16,
+                                      enabled=self.amp is not None):
             pred = self.ddp_model(batch["masked_kspace"], batch["mask"],
                                   crop_size=tuple(target.shape[-2:]))
-            loss = self.loss_fn(pred.float(), target.float(), batch["max"].float())
-            logs: dict[str, float] = {"loss_clean": float(loss.detach())}
+            clean = self.loss_fn(pred.float(), target.float(), batch["max"].float())
+            loss, extra = clean, None
+            logs: dict[str, float] = {"loss_clean": float(clean.detach())}
             if self.extra_loss is not None:
                 extra, extra_logs = self.extra_loss(self.model, batch, self.step)
-                loss = loss + extra
+                loss = clean + extra
                 logs["loss_extra"] = float(extra.detach())
                 logs.update({f"extra/{k}": float(v) for k, v in extra_logs.items()})
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step + 1}")
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
+        scale = self.scaler.scale if self.scaler is not None else (lambda x: x)
+        if combine is None:
+            scale(loss).backward()
         else:
-            loss.backward()
+            logs.update(self._combined_backward(scale(clean), scale(extra), combine))
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if self.cfg.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             logs["grad_norm"] = float(norm)
@@ -238,6 +250,35 @@ class Trainer:
         logs["loss"] = float(all_reduce_mean(loss.detach(), self.dist))
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         return logs
+
+    def _combined_backward(self, clean: torch.Tensor, extra: torch.Tensor,
+                           combine: Callable[..., tuple[list[torch.Tensor | None], Mapping[str, float]]]
+                           ) -> dict[str, float]:
+        """Set the parameters' ``.grad`` to ``combine(grad clean, grad extra)``, each
+        gradient averaged over DDP ranks first (the forward ran under ``no_sync``)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        clean_grads = self._rank_mean(torch.autograd.grad(clean, params, allow_unused=True))
+        if extra.requires_grad:
+            extra_grads = self._rank_mean(torch.autograd.grad(extra, params, allow_unused=True))
+        else:  # a clean step of a robust run (before its start step): same log columns
+            extra_grads = [None] * len(params)
+        grads, logs = combine(clean_grads, extra_grads)
+        for p, g in zip(params, grads):
+            p.grad = g
+        return {f"extra/{k}": float(v) for k, v in logs.items()}
+
+    def _rank_mean(self, grads: Iterable[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """``grads`` averaged over ranks in one flat all-reduce (unchanged single-process).
+        A parameter without a gradient on one rank counts as zero there."""
+        grads = list(grads)
+        if not self.dist.distributed:
+            return grads
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        full = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        flat = torch.cat([g.reshape(-1) for g in full])
+        torch.distributed.all_reduce(flat)
+        flat /= self.dist.world_size
+        return [chunk.view_as(p) for chunk, p in zip(flat.split([p.numel() for p in params]), params)]
 
     # --- validation -------------------------------------------------------------------
 
