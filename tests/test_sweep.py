@@ -131,6 +131,17 @@ def test_two_point_sweep_resumes_and_matches_uninterrupted_training(tmp_path, ti
     with pytest.raises(ValueError, match="another setting"):
         run_sweep(part, tiny_cfg, [SweepPoint("ramp", {"beta": 0.5})])
 
+    # a setting stored before some of today's RobustConfig fields existed (so it trained
+    # with their defaults) is the same setting: the rerun neither refuses nor retrains it
+    setting = part / "points" / "beta=0.1" / "setting.json"
+    record = json.loads(setting.read_text())
+    for key in ("gradient_projection", "gradient_ratio"):
+        del record["robust"][key]
+    setting.write_text(json.dumps(record))
+    monkeypatch.setattr(Trainer, "fit", lambda self, until=None: fits.append(until))
+    assert run_sweep(part, tiny_cfg, points, checkpoint_every=1)["points"] == finished["points"]
+    assert fits == []
+
 
 def test_robust_sweep_command(tmp_path, tiny_cfg, capsys):
     from fastfn.cli import main

@@ -250,7 +250,13 @@ def _check_setting(folder: Path, record: Mapping[str, Any]) -> None:
     path = folder / "setting.json"
     if path.is_file():
         stored = json.loads(path.read_text())
-        if stored["robust"] != record["robust"] or stored["start_step"] != record["start_step"]:
+        # read through today's RobustConfig: a setting stored before a field existed gets
+        # that field's default, which is what the stored run trained with
+        try:
+            stored_robust = as_plain(RobustConfig.from_dict(stored["robust"], source=str(path)))
+        except (KeyError, TypeError, ValueError):
+            stored_robust = stored["robust"]
+        if stored_robust != record["robust"] or stored["start_step"] != record["start_step"]:
             raise ValueError(f"sweep point {record['name']!r}: {folder} holds a run of another "
                              f"setting ({path}); give this one another name or remove the folder")
 
