@@ -134,3 +134,17 @@ def test_demo_trains_a_multicoil_varnet_on_multicoil_synthetic_data(tmp_path, ti
     ck = torch.load(tmp_path / "demo" / "robust" / "last.pt", weights_only=True)
     assert ck["model_name"] == "varnet" and ck["model_config"]["num_cascades"] == 1
     assert summary["n_slices"] == 3 and "lesions" in summary
+
+
+def test_demo_lr_schedule_sets_both_models_and_every_sweep_point(tiny_cfg):
+    from fastfn.evaluation.demo import train_config
+    from fastfn.evaluation.sweep import train_config as sweep_train_config
+    cpu = torch.device("cpu")
+    assert train_config(tiny_cfg, cpu).sched.name == "none"
+    cosine = dataclasses.replace(tiny_cfg, lr_schedule="cosine")
+    demo = train_config(cosine, cpu)
+    assert demo.sched.name == "cosine" and demo.sched.min_lr == 0.0 and demo.steps == cosine.steps
+    sweep = sweep_train_config(cosine, cpu, 1)
+    assert dataclasses.replace(sweep, ckpt_every=demo.ckpt_every) == demo and sweep.ckpt_every == 1
+    with pytest.raises(ValueError, match="demo.lr_schedule"):
+        train_config(dataclasses.replace(tiny_cfg, lr_schedule="linear"), cpu)

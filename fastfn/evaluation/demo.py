@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 from fastfn.attack import AttackConfig, FeatureConfig
-from fastfn.configs import as_plain
+from fastfn.configs import as_plain, check_choice
 from fastfn.data import split_mask_specs
 from fastfn.data.synthetic import default_data
 from fastfn.evaluation.lesions import evaluate_lesions
@@ -38,7 +38,10 @@ from fastfn.evaluation.tables import studies_markdown
 from fastfn.fileio import atomic_write_bytes
 from fastfn.data.annotations import annotations_path
 from fastfn.models import MODEL_NAMES, build_model
-from fastfn.train.config import DataConfig, OptimConfig, TrainConfig
+from fastfn.train.config import DataConfig, OptimConfig, SchedConfig, TrainConfig
+
+#: the demo's learning-rate schedules (TrainConfig ``sched.name``)
+LR_SCHEDULES = ("none", "cosine")
 from fastfn.train.data import build_loaders, resolve_data_folders
 from fastfn.train.distributed import resolve_device
 from fastfn.train.robust import RobustConfig, make_robust_loss
@@ -63,6 +66,9 @@ class DemoConfig:
         steps: training steps per model (the same budget for both).
         batch_size: training batch size (both models).
         lr: Adam learning rate (both models).
+        lr_schedule: "none" (constant) or "cosine" (decay to 0 over ``steps``; both models,
+            so the two final iterates are compared where the step size has gone to zero
+            rather than at a random point of Adam's noise).
         mask: training mask.
         eval_masks: evaluation mask settings (comma-separated, each with its kind).
         eval_slices: validation slices attacked per mask.
@@ -105,6 +111,7 @@ class DemoConfig:
     steps: int = 400
     batch_size: int = 4
     lr: float = 1e-3
+    lr_schedule: str = field(default="none", metadata={"choices": LR_SCHEDULES})
     mask: str = "random:4x@0.08"
     eval_masks: str = "random:4x@0.08"
     eval_slices: int = 32
@@ -130,6 +137,19 @@ class DemoConfig:
         sizes=(3.0, 6.0, 10.0, 15.0), contrasts=(0.3, 0.5, 1.0, 2.0, 4.0)))
     contrast_detail_threshold: float = 0.05
     contrast_detail_slices: int = 8
+
+
+def train_config(cfg: DemoConfig, device: torch.device, checkpoint_every: int | None = None) -> TrainConfig:
+    """The training config of both models (and of every sweep point): the demo's budget,
+    optimiser, schedule, masks and logging; ``checkpoint_every`` steps between ``last.pt``
+    writes (default: the trainer's)."""
+    check_choice("demo", "lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
+    extra = {} if checkpoint_every is None else {"ckpt_every": checkpoint_every}
+    return TrainConfig(model=cfg.model, model_config=model_config(cfg), steps=cfg.steps,
+                       val_every=cfg.steps, log_every=max(1, min(10, cfg.steps // 20)), seed=cfg.seed,
+                       device=str(device), panels=2, tensorboard=False, progress=cfg.progress,
+                       optim=OptimConfig(lr=cfg.lr), sched=SchedConfig(name=cfg.lr_schedule),
+                       data=DataConfig(mask=cfg.mask, batch_size=cfg.batch_size), **extra)
 
 
 def robust_start_step(cfg: DemoConfig) -> int:
@@ -177,11 +197,7 @@ def train_model(name: str, out: Path, cfg: DemoConfig, train_data: Any, val_data
                 extra_loss: Callable | None) -> dict[str, Any]:
     """Train one model; returns its checkpoint path, validation metrics and time."""
     config = model_config(cfg)
-    tcfg = TrainConfig(model=cfg.model, model_config=config, steps=cfg.steps,
-                       val_every=cfg.steps, log_every=max(1, min(10, cfg.steps // 20)), seed=cfg.seed,
-                       device=str(resolve_device(cfg.device)), panels=2, tensorboard=False,
-                       progress=cfg.progress, optim=OptimConfig(lr=cfg.lr),
-                       data=DataConfig(mask=cfg.mask, batch_size=cfg.batch_size))
+    tcfg = train_config(cfg, resolve_device(cfg.device))
     seed_everything(cfg.seed)  # both models start from the same weights
     model = build_model(cfg.model, **config)
     print(f"[demo] training the {name} {cfg.model} ({cfg.steps} steps, batch {cfg.batch_size})",

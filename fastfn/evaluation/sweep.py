@@ -47,6 +47,7 @@ import torch
 from fastfn.configs import as_plain
 from fastfn.data import split_mask_specs
 from fastfn.evaluation.demo import (METHOD_THRESHOLD, DemoConfig, data_sources, model_config)
+from fastfn.evaluation.demo import train_config as demo_train_config
 from fastfn.evaluation.protocol import evaluate_robustness, fn_rate_at
 from fastfn.fileio import atomic_write_bytes
 from fastfn.models import build_model
@@ -200,13 +201,7 @@ def run_sweep(out: str | Path, base: DemoConfig, points: Sequence[SweepPoint], *
 
 def train_config(base: DemoConfig, device: torch.device, checkpoint_every: int | None) -> TrainConfig:
     """The demo's training config of both models, with periodic ``last.pt`` writes."""
-    every = checkpoint_every or max(1, base.steps // 10)
-    return TrainConfig(model=base.model, model_config=model_config(base), steps=base.steps,
-                       val_every=base.steps, ckpt_every=every,
-                       log_every=max(1, min(10, base.steps // 20)), seed=base.seed,
-                       device=str(device), panels=2, tensorboard=False, progress=base.progress,
-                       optim=OptimConfig(lr=base.lr),
-                       data=DataConfig(mask=base.mask, batch_size=base.batch_size))
+    return demo_train_config(base, device, checkpoint_every or max(1, base.steps // 10))
 
 
 def _train(folder: Path, base: DemoConfig, tcfg: TrainConfig, train_data: Any, val_data: Any,
