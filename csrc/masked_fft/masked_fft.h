@@ -78,6 +78,29 @@ FASTFN_HD cx<T> centring_phase(int64_t q, int64_t n) {
   return cx<T>(static_cast<T>(::cos(a)), static_cast<T>(::sin(a)));
 }
 
+// r_n[q] for the passes: a sign for even n, read from a table built once per call for odd
+// n (phase_tables, masked_fft_forward.h), so that no pass evaluates a double-precision
+// sin/cos per element.
+template <typename T>
+struct PhaseRamp {
+  const cx<T>* table;  // (n,) r_n for odd n; nullptr for even n
+  int64_t n;
+  FASTFN_HD cx<T> operator()(int64_t q) const {
+    if ((n & 1) == 0) return cx<T>((q & 1) ? T(-1) : T(1), T(0));
+    return table[q];
+  }
+};
+
+// Fills a PhaseRamp's table: out[q] = r_n[q]. One row; inner index q in [0, n).
+template <typename T>
+struct FillPhaseRamp {
+  cx<T>* out;
+  int64_t n;
+  FASTFN_HD void operator()(int64_t, int64_t q0, int64_t q1) const {
+    for (int64_t q = q0; q < q1; ++q) out[q] = centring_phase<T>(q, n);
+  }
+};
+
 // c_N = exp(2 pi i floor(N/2)^2 / N).
 template <typename T>
 FASTFN_HD cx<T> centring_constant(int64_t n) {

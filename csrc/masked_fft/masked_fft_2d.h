@@ -19,6 +19,7 @@ struct Frame2d {
   const cx<T>* k0;   // (N, H, W), centred
   const T* lam;      // soft DC weight source (device memory); nullptr: hard DC
   T scale;           // 1 / sqrt(H W)
+  PhaseRamp<T> rh, rw;
 
   // The mask row at centred row jh of coil image n.
   FASTFN_HD const T* mask_row(int64_t n, int64_t jh) const {
@@ -27,7 +28,7 @@ struct Frame2d {
   // The measurement in the unshifted (fft) frame at row (n, centred jh), bin q, centred
   // column jw.
   FASTFN_HD cx<T> measured(int64_t n, int64_t h, int64_t jh, int64_t q, int64_t jw) const {
-    return k0[(n * H + jh) * W + jw] * (centring_phase<T>(h, H) * centring_phase<T>(q, W));
+    return k0[(n * H + jh) * W + jw] * (rh(h) * rw(q));
   }
 };
 
@@ -78,7 +79,7 @@ struct DcBackward2d {
     const T s = f.scale;
     const T w = dc_weight(f.lam);
     const bool need_measurement = weight_terms != nullptr || output_in_place;
-    const cx<T> rhc = conj(centring_phase<T>(h, H));
+    const cx<T> rhc = conj(f.rh(h));
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t jw = centred_index(q, W);
       const int64_t i = row * W + q;
@@ -89,7 +90,7 @@ struct DcBackward2d {
       if (need_measurement && mq != T(0)) kv = f.measured(n, h, jh, q, jw);
       if (weight_terms != nullptr) weight_terms[i] = weight_grad_term(mq, go, kv, X[i] * s);
       if (output_in_place) X[i] = (X[i] * ((T(1) - wm) * s) + kv * wm) * s;
-      if (grad_k0 != nullptr) grad_k0[(n * H + jh) * W + jw] = go * conj(centring_phase<T>(q, W)) * rhc * wm;
+      if (grad_k0 != nullptr) grad_k0[(n * H + jh) * W + jw] = go * conj(f.rw(q)) * rhc * wm;
       if (adjoint_in_place) G[i] = go * ((T(1) - wm) * s);
     }
   }

@@ -30,7 +30,8 @@ DcGrads dc_backward_2d(const DcInputs& in, const Tensor& grad, WantedGrads want)
   Tensor gx, gk0, gs, gw, weight_terms;
   if (want.k0) gk0 = at::empty(in.k0.sizes(), in.x.options());
   if (want.lam) weight_terms = at::empty({g.images(), g.H, g.W}, in.lam.options());
-  DcBackward2d<T> pass{frame_2d<T>(in),
+  const PhaseTables<T> ph = phase_tables<Backend, T>(g.H, g.W, in.x.options());
+  DcBackward2d<T> pass{frame_2d<T>(in, ph),
                        G.data_ptr<cx<T>>(),
                        X.defined() ? X.data_ptr<cx<T>>() : nullptr,
                        want.k0 ? gk0.data_ptr<cx<T>>() : nullptr,
@@ -62,7 +63,8 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
   const Geometry& g = in.g;
   const int64_t N = g.images(), HW = g.H * g.W;
   const ColumnPlan plan = column_plan(in.mask, g);
-  const ColumnFrame<T> f0 = column_frame<T>(in, plan);
+  const PhaseTables<T> ph = phase_tables<Backend, T>(g.H, g.W, in.x.options());
+  const ColumnFrame<T> f0 = column_frame<T>(in, plan, ph);
   const bool need_x_spectrum = want.lam || want.sens, need_adjoint = want.x || want.sens;
   const bool need_meas = need_x_spectrum && f0.K > 0;
   const Tensor meas = need_meas ? column_measurement<Backend, T>(in, f0, plan) : Tensor();
@@ -120,7 +122,7 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
         const Tensor kf = at::_fft_c2c(kbuf, {2}, kFftUnnormalised, /*forward=*/true);
         ScatterColumns<T, Backend::kColumnTileRows> scatter{
             kf.data_ptr<cx<T>>(), plan.slot.data_ptr<int64_t>(), out.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm, n0,
-            conj(f.meas_constant)};
+            conj(f.meas_constant), f.rh};
         Backend::launch(scatter, tiles, g.W);
       }
     }

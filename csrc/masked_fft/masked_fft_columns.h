@@ -61,12 +61,13 @@ struct GatherColumns {
   const int64_t* idx;  // (Bm, K)
   cx<T>* out;          // (N, K, H)
   int64_t C, H, W, K, Bm, n0;
+  PhaseRamp<T> rh;
   FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
     const RowTile<kRows> t(tile, H);
     const int64_t bm = Bm == 1 ? 0 : (n0 + t.n) / C;
     const int64_t* cols = idx + bm * K;
     cx<T> ph[kRows];
-    for (int64_t h = t.h0; h < t.h1; ++h) ph[h - t.h0] = centring_phase<T>(h, H);
+    for (int64_t h = t.h0; h < t.h1; ++h) ph[h - t.h0] = rh(h);
     const cx<T>* src = k0 + (t.n * H + t.h0) * W;
     const int64_t rows = t.h1 - t.h0;
     // k0 is read once, from memory, at scattered columns: the CPU asks for the lines of
@@ -93,11 +94,12 @@ struct ScatterColumns {
   cx<T>* out;           // (N, H, W)
   int64_t C, H, W, K, Bm, n0;
   cx<T> factor;
+  PhaseRamp<T> rh;
   FASTFN_HD void operator()(int64_t tile, int64_t w0, int64_t w1) const {
     const RowTile<kRows> t(tile, H);
     const int64_t bm = Bm == 1 ? 0 : (n0 + t.n) / C;
     cx<T> ph[kRows];
-    for (int64_t kh = t.h0; kh < t.h1; ++kh) ph[kh - t.h0] = factor * conj(centring_phase<T>(kh, H));
+    for (int64_t kh = t.h0; kh < t.h1; ++kh) ph[kh - t.h0] = factor * conj(rh(kh));
     cx<T>* dst = out + (t.n * H + t.h0) * W;
     const int64_t rows = t.h1 - t.h0;
     for (int64_t j = w0; j < w1; ++j) {
@@ -122,14 +124,15 @@ struct ColumnFrame {
   cx<T> meas_constant;   // c_H / sqrt(H): with r_H[h], the rest of F_{c,H}^-1
   const T* lam;          // soft DC weight source (device memory); nullptr: hard DC
   T scale;               // 1 / sqrt(W)
+  PhaseRamp<T> rh, rw;   // r_H, r_W
 
   FASTFN_HD int64_t mask_batch(int64_t n) const { return Bm == 1 ? 0 : (n0 + n) / C; }
   // The factor of image row h that turns meas into h0 = F_{c,H}^-1 k0.
-  FASTFN_HD cx<T> meas_row_factor(int64_t h) const { return meas_constant * centring_phase<T>(h, H); }
+  FASTFN_HD cx<T> meas_row_factor(int64_t h) const { return meas_constant * rh(h); }
   // The measurement in the (image row h, unshifted bin p) frame at gather slot sl;
   // rh = meas_row_factor(h).
   FASTFN_HD cx<T> measured(int64_t n, int64_t h, int64_t sl, int64_t p, cx<T> rh) const {
-    return meas[(n * K + sl) * H + h] * (rh * centring_phase<T>(p, W));
+    return meas[(n * K + sl) * H + h] * (rh * rw(p));
   }
 };
 
@@ -157,7 +160,7 @@ struct DcBlendColumns {
       const T wm = w * m[jw];
       if (wm == T(0)) continue;  // padding slot (or lam = 0): X stays
       const int64_t p = plain_index(jw, W);
-      const cx<T> fq = centring_phase<T>(p, W) * (wm * root);
+      const cx<T> fq = f.rw(p) * (wm * root);
       const cx<T>* mq = mt + q * H;
       if (wm == T(1)) {  // a sampled column of hard DC: the measurement replaces X
         for (int64_t i = 0; i < rows; ++i) xt[i * W + p] = mq[i] * (rh[i] * fq);
@@ -252,14 +255,14 @@ struct DcBackwardColumns {
     cx<T> rh[kRows], rhc[kRows];  // the tile's row factors, hoisted out of the slot loop
     for (int64_t h = t.h0; h < t.h1; ++h) {
       rh[h - t.h0] = f.meas_row_factor(h);
-      rhc[h - t.h0] = conj(centring_phase<T>(h, H));
+      rhc[h - t.h0] = conj(f.rh(h));
     }
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t jw = cols[q];
       const T mq = m[jw];
       const T wm = w * mq;
       const int64_t p = plain_index(jw, W);
-      const cx<T> rw = conj(centring_phase<T>(p, W));
+      const cx<T> rw = conj(f.rw(p));
       for (int64_t h = t.h0; h < t.h1; ++h) {
         const int64_t i = (n * H + h) * W + p;
         const cx<T> go = G[i] * s;

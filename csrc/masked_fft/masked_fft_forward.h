@@ -35,6 +35,34 @@ inline std::vector<int64_t> spectrum_dims(const Geometry& g) {
   return {1, 2};
 }
 
+// ---------------------------------------------------------------- centring phases
+
+// r_H and r_W of one call: for an odd size a table of its n values, built on the device
+// by one pass (no host work, so nothing to synchronise and nothing a CUDA graph could not
+// capture) and kept alive here for the call's passes; nothing for an even size.
+template <typename T>
+struct PhaseTables {
+  Tensor h_table, w_table;
+  PhaseRamp<T> h, w;
+};
+
+template <class Backend, typename T>
+PhaseRamp<T> phase_ramp(int64_t n, const at::TensorOptions& opts, Tensor& table) {
+  if ((n & 1) == 0) return PhaseRamp<T>{nullptr, n};
+  table = at::empty({n}, opts);
+  FillPhaseRamp<T> fill{table.data_ptr<cx<T>>(), n};
+  Backend::launch(fill, 1, n);
+  return PhaseRamp<T>{table.data_ptr<cx<T>>(), n};
+}
+
+template <class Backend, typename T>
+PhaseTables<T> phase_tables(int64_t H, int64_t W, const at::TensorOptions& opts) {
+  PhaseTables<T> t;
+  t.h = phase_ramp<Backend, T>(H, opts, t.h_table);
+  t.w = W == H ? PhaseRamp<T>{t.h.table, W} : phase_ramp<Backend, T>(W, opts, t.w_table);
+  return t;
+}
+
 // ---------------------------------------------------------------- fft2c / ifft2c
 
 template <class Backend>
@@ -49,12 +77,13 @@ Tensor centred_fft(const Tensor& x_in, bool forward) {
     using T = typename scalar_t::value_type;
     // F_c x = conj(c) conj(r) fft(conj(r) x);  F_c^-1 y = c r ifft(r y)
     const cx<T> scale(inverse_sqrt<T>(H * W), T(0));
-    CentringPhase<T> pre{x.data_ptr<cx<T>>(), buf.data_ptr<cx<T>>(), H, W, forward, scale};
+    const PhaseTables<T> ph = phase_tables<Backend, T>(H, W, x.options());
+    CentringPhase<T> pre{x.data_ptr<cx<T>>(), buf.data_ptr<cx<T>>(), H, W, forward, scale, ph.h, ph.w};
     Backend::launch(pre, N * H, W);
     buf = fft_along<Backend>(buf, {1, 2}, forward);
     const cx<T> c = centring_constant<T>(H) * centring_constant<T>(W);
     CentringPhase<T> post{buf.data_ptr<cx<T>>(), buf.data_ptr<cx<T>>(), H, W, forward,
-                          forward ? conj(c) : c};
+                          forward ? conj(c) : c, ph.h, ph.w};
     Backend::launch(post, N * H, W);
   });
   return buf.view(x.sizes());
@@ -125,16 +154,16 @@ const T* lam_ptr(const DcInputs& in) {
 }
 
 template <typename T>
-Frame2d<T> frame_2d(const DcInputs& in) {
+Frame2d<T> frame_2d(const DcInputs& in, const PhaseTables<T>& ph) {
   const Geometry& g = in.g;
   return Frame2d<T>{g.C, g.H, g.W, in.mask.data_ptr<T>(), g.Bm, in.k0.data_ptr<cx<T>>(), lam_ptr<T>(in),
-                    inverse_sqrt<T>(g.H * g.W)};
+                    inverse_sqrt<T>(g.H * g.W), ph.h, ph.w};
 }
 
 // The frame of the column passes; the chunk's measurement (meas, n0) is set per chunk by
 // frame_chunk.
 template <typename T>
-ColumnFrame<T> column_frame(const DcInputs& in, const ColumnPlan& plan) {
+ColumnFrame<T> column_frame(const DcInputs& in, const ColumnPlan& plan, const PhaseTables<T>& ph) {
   const Geometry& g = in.g;
   ColumnFrame<T> f{};
   f.C = g.C;
@@ -149,6 +178,8 @@ ColumnFrame<T> column_frame(const DcInputs& in, const ColumnPlan& plan) {
   f.meas_constant = centring_constant<T>(g.H) * inverse_sqrt<T>(g.H);
   f.lam = lam_ptr<T>(in);
   f.scale = inverse_sqrt<T>(g.W);
+  f.rh = ph.h;
+  f.rw = ph.w;
   return f;
 }
 
@@ -259,7 +290,7 @@ Tensor column_measurement(const DcInputs& in, const ColumnFrame<T>& f, const Col
   const int64_t N = g.images();
   Tensor buf = at::empty({N, f.K, g.H}, in.x.options());
   GatherColumns<T, Backend::kColumnTileRows> gather{
-      in.k0.data_ptr<cx<T>>(), f.cols, buf.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm, 0};
+      in.k0.data_ptr<cx<T>>(), f.cols, buf.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm, 0, f.rh};
   Backend::launch(gather, N * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
   Tensor meas = at::_fft_c2c(buf, {2}, kFftUnnormalised, /*forward=*/false);
   TORCH_INTERNAL_ASSERT(meas.is_contiguous());
@@ -317,7 +348,8 @@ template <class Backend, typename T>
 Tensor dc_columns(const DcInputs& in) {
   const Geometry& g = in.g;
   const ColumnPlan plan = column_plan(in.mask, g);
-  const ColumnFrame<T> f = column_frame<T>(in, plan);
+  const PhaseTables<T> ph = phase_tables<Backend, T>(g.H, g.W, in.x.options());
+  const ColumnFrame<T> f = column_frame<T>(in, plan, ph);
   const Tensor meas = f.K > 0 ? column_measurement<Backend, T>(in, f, plan) : Tensor();
   auto images = [&](int64_t n0, int64_t n1) { return dc_columns_images<Backend, T>(in, f, plan, meas, n0, n1); };
   const int64_t chunk = image_chunk<Backend>(g.images(), g.H, g.W, in.x.options());
@@ -329,7 +361,8 @@ template <class Backend, typename T>
 Tensor dc_2d(const DcInputs& in) {
   const Geometry& g = in.g;
   Tensor X = fft_along<Backend>(coil_images<Backend, T>(in, in.x), spectrum_dims(g), true);
-  DcBlend2d<T> blend{frame_2d<T>(in), X.data_ptr<cx<T>>()};
+  const PhaseTables<T> ph = phase_tables<Backend, T>(g.H, g.W, in.x.options());
+  DcBlend2d<T> blend{frame_2d<T>(in, ph), X.data_ptr<cx<T>>()};
   Backend::launch(blend, g.images() * g.H, g.W);
   return coil_combine<Backend, T>(in, fft_along<Backend>(X, spectrum_dims(g), false));
 }

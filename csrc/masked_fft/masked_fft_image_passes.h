@@ -20,13 +20,14 @@ struct CentringPhase {
   int64_t H, W;
   bool conjugate;
   cx<T> factor;
+  PhaseRamp<T> rh, rw;
   FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
     const int64_t h = row % H;
-    cx<T> ph = centring_phase<T>(h, H);
+    cx<T> ph = rh(h);
     if (conjugate) ph = conj(ph);
     ph = ph * factor;
     for (int64_t w = w0; w < w1; ++w) {
-      cx<T> r = centring_phase<T>(w, W);
+      cx<T> r = rw(w);
       if (conjugate) r = conj(r);
       out[row * W + w] = in[row * W + w] * (ph * r);
     }
