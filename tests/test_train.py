@@ -176,3 +176,50 @@ def test_one_step_with_amp_on_cuda(device):
     tr = _trainer(cfg, None)
     out = tr.fit()
     assert tr.amp is not None and math.isfinite(out["psnr"])
+
+
+def test_ema_weights_are_validated_exported_and_resumed(tmp_path, monkeypatch):
+    """ema_decay: the EMA of the trained weights after every step (the first update copies
+    them), validated and saved as ``model``; the trained weights resume from ``train_model``."""
+    decay = 0.6
+    cfg = _cfg(panels=0, steps=6, val_every=3, ema_decay=decay)
+    full = _trainer(cfg, tmp_path / "full")
+    trained = []
+    real_step = Trainer.train_step
+
+    def recording_step(self, batch):
+        logs = real_step(self, batch)
+        trained.append(_weights(self.model))
+        return logs
+    monkeypatch.setattr(Trainer, "train_step", recording_step)
+    full.fit()
+    monkeypatch.undo()
+    assert len(trained) == 6
+    expected = {k: v.clone() for k, v in trained[0].items()}
+    for w in trained[1:]:
+        for k in expected:
+            if expected[k].is_floating_point():
+                expected[k] = decay * expected[k] + (1 - decay) * w[k]
+            else:
+                expected[k] = w[k].clone()
+    saved = ckpt.load_checkpoint(tmp_path / "full" / "last.pt")
+    for k, v in expected.items():
+        torch.testing.assert_close(saved["model"][k], v, rtol=1e-6, atol=1e-7, msg=k)
+        assert torch.equal(saved["train_model"][k], trained[-1][k]), k
+    assert saved["ema_updates"] == 6
+    assert any(not torch.equal(saved["model"][k], saved["train_model"][k]) for k in expected)
+    # validation ran on the EMA weights
+    from fastfn.train.evaluate import evaluate
+    assert full.last_val["ssim"] == pytest.approx(evaluate(full.ema.module, full.val_data, full.device).mean["ssim"])
+    assert full.last_val["ssim"] != pytest.approx(evaluate(full.model, full.val_data, full.device).mean["ssim"], abs=1e-9)
+    # killed after step 4 (checkpoint at 3), resumed in a fresh process: the same EMA and weights
+    killed = _trainer(cfg, tmp_path / "killed")
+    killed.fit(until=4)
+    resumed = _trainer(cfg, tmp_path / "killed", seed=123)
+    resumed.resume(tmp_path / "killed" / "last.pt")
+    resumed.fit()
+    for k in expected:
+        assert torch.equal(_weights(resumed.model)[k], _weights(full.model)[k]), k
+        assert torch.equal(_weights(resumed.ema.module)[k], _weights(full.ema.module)[k]), k
+    with pytest.raises(ValueError, match="ema_decay"):
+        _cfg(ema_decay=1.0)

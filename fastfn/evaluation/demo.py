@@ -69,6 +69,9 @@ class DemoConfig:
         lr_schedule: "none" (constant) or "cosine" (decay to 0 over ``steps``; both models,
             so the two final iterates are compared where the step size has gone to zero
             rather than at a random point of Adam's noise).
+        ema_decay: > 0: both models are evaluated and saved as an exponential moving
+            average of their weights with this decay (``TrainConfig.ema_decay``); 0: the
+            last iterate.
         mask: training mask.
         eval_masks: evaluation mask settings (comma-separated, each with its kind).
         eval_slices: validation slices attacked per mask.
@@ -112,6 +115,7 @@ class DemoConfig:
     batch_size: int = 4
     lr: float = 1e-3
     lr_schedule: str = field(default="none", metadata={"choices": LR_SCHEDULES})
+    ema_decay: float = 0.0
     mask: str = "random:4x@0.08"
     eval_masks: str = "random:4x@0.08"
     eval_slices: int = 32
@@ -149,6 +153,7 @@ def train_config(cfg: DemoConfig, device: torch.device, checkpoint_every: int | 
                        val_every=cfg.steps, log_every=max(1, min(10, cfg.steps // 20)), seed=cfg.seed,
                        device=str(device), panels=2, tensorboard=False, progress=cfg.progress,
                        optim=OptimConfig(lr=cfg.lr), sched=SchedConfig(name=cfg.lr_schedule),
+                       ema_decay=cfg.ema_decay,
                        data=DataConfig(mask=cfg.mask, batch_size=cfg.batch_size), **extra)
 
 

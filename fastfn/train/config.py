@@ -91,6 +91,9 @@ class TrainConfig:
     log_every: int = 10
     val_max_batches: int | None = None  # None: the whole validation set
     grad_clip: float | None = None  # max global grad norm; None: no clipping
+    # > 0: validate, export and keep best.pt from an exponential moving average of the
+    # weights, updated after every step with this decay (horizon ~ 1 / (1 - decay) steps)
+    ema_decay: float = 0.0
     amp: str = "auto"  # auto: bf16 on CUDA when supported, off on CPU
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms
@@ -120,6 +123,8 @@ class TrainConfig:
             raise ValueError(f"config key 'ckpt_every' must be >= 1, got {self.ckpt_every}")
         if self.optim.lr <= 0:
             raise ValueError(f"config key 'optim.lr' must be > 0, got {self.optim.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"config key 'ema_decay' must be in [0, 1), got {self.ema_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"config key 'grad_clip' must be > 0 or null, got {self.grad_clip}")
         if not 0.0 <= self.data.val_fraction < 1.0:

@@ -140,6 +140,9 @@ class Trainer:
                           f"runs on CUDA only")
         self.loss_fn = build_loss(config.loss)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp is torch.float16 else None
+        self.ema = (torch.optim.swa_utils.AveragedModel(
+            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay),
+            use_buffers=True) if config.ema_decay > 0 else None)
         self.step = 0
         self.best_ssim: float | None = None
         self.last_val: dict[str, float] = {}
@@ -148,12 +151,21 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and exported: the EMA when ``ema_decay`` > 0."""
+        return self.ema.module if self.ema is not None else self.model
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this run (see ``fastfn.train.checkpoint``)."""
+        """Everything needed to continue this run (see ``fastfn.train.checkpoint``).
+        ``model`` holds the exported weights (the EMA's with ``ema_decay`` > 0; then the
+        trained weights are ``train_model`` and the EMA's update count ``ema_updates``)."""
+        ema = {} if self.ema is None else {"train_model": self.model.state_dict(),
+                                           "ema_updates": int(self.ema.n_averaged)}
         return {
             "format": ckpt.FORMAT, "version": ckpt.VERSION,
             "model_name": self.model_name, "model_config": self.model_config,
-            "model": self.model.state_dict(),
+            "model": self.eval_model.state_dict(), **ema,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -180,7 +192,11 @@ class Trainer:
             if key not in state:
                 raise ckpt.CheckpointError(f"checkpoint {path} has no {key!r} state (a "
                                            f"weights-only export?); cannot resume from it")
-        ckpt.load_model_state(self.model, state["model"], path)
+        ckpt.load_model_state(self.model, state.get("train_model", state["model"]), path)
+        if self.ema is not None:
+            # a checkpoint without an EMA (ema_decay switched on now) starts one at its weights
+            ckpt.load_model_state(self.ema.module, state["model"], path)
+            self.ema.n_averaged.fill_(int(state.get("ema_updates", 0)))
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as e:
@@ -246,6 +262,8 @@ class Trainer:
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.step += 1
         logs["loss"] = float(all_reduce_mean(loss.detach(), self.dist))
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -286,7 +304,7 @@ class Trainer:
         """Evaluate on ``val_data``; log, draw panels, keep ``best.pt`` by SSIM (rank 0)."""
         if self.val_data is None:
             return None
-        result = evaluate(self.model, self.val_data, self.device,
+        result = evaluate(self.eval_model, self.val_data, self.device,
                           max_batches=self.cfg.val_max_batches,
                           keep_panels=self.cfg.panels if self.dist.is_main else 0,
                           dist=self.dist, autocast_dtype=self.amp)
