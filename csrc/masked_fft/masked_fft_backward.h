@@ -65,14 +65,18 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
   const ColumnPlan plan = column_plan(in.mask, g);
   const PhaseTables<T> ph = phase_tables<Backend, T>(g.H, g.W, in.x.options());
   const ColumnFrame<T> f0 = column_frame<T>(in, plan, ph);
-  const bool need_x_spectrum = want.lam || want.sens, need_adjoint = want.x || want.sens;
-  const bool need_meas = need_x_spectrum && f0.K > 0;
+  // single-coil, grad_w's x part comes from the image pass SoftDcImage (Parseval), so the
+  // spectrum of x is not computed: one FFT fewer than the blend's own form
+  const bool complement = want.lam && !in.sens.defined();
+  const bool need_x_spectrum = want.sens || (want.lam && !complement);
+  const bool need_adjoint = want.x || want.sens || complement;
+  const bool need_meas = (need_x_spectrum || complement) && f0.K > 0;
   const Tensor meas = need_meas ? column_measurement<Backend, T>(in, f0, plan) : Tensor();
   // the 1/W of the inverse FFTs along W goes into the passes after them (multi-coil: the
   // sensitivity gradient and the coil combine of grad_x) on a backend that folds it;
   // single-coil nothing follows, so it goes into the adjoint blend before (DcAdjointRows)
   const bool fold = Backend::kFoldInverseScale && in.sens.defined();
-  const bool fold_before = Backend::kFoldInverseScale && !in.sens.defined() && need_adjoint;
+  const bool fold_before = Backend::kFoldInverseScale && !in.sens.defined() && need_adjoint && !complement;
   Tensor gx, gk0, gs, gw;
   if (want.k0) gk0 = at::empty(in.k0.sizes(), in.x.options());
   if (want.sens) gs = at::empty_like(in.sens);
@@ -96,16 +100,27 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
                               X.defined() ? X.data_ptr<cx<T>>() : nullptr,
                               want.k0 ? kbuf.data_ptr<cx<T>>() : nullptr,
                               want.lam ? weight_terms.data_ptr<T>() : nullptr,
-                              /*adjoint_in_place=*/need_adjoint && !fold_before,
-                              /*output_in_place=*/want.sens};
-    if (want.k0 || want.lam || pass.adjoint_in_place || pass.output_in_place) Backend::launch(pass, tiles, f.K);
+                              /*adjoint_in_place=*/need_adjoint && !fold_before && !complement,
+                              /*output_in_place=*/want.sens, complement};
+    if (f.K > 0 && (want.k0 || want.lam || pass.adjoint_in_place || pass.output_in_place || complement)) {
+      Backend::launch(pass, tiles, f.K);
+    }
     if (fold_before) {
       DcAdjointRows<T> adjoint{f, G.data_ptr<cx<T>>(), T(1) / T(g.W)};
       Backend::launch(adjoint, count * g.H, g.W);
     }
     Tensor a;
     if (need_adjoint) {
-      a = at::_fft_c2c(G, {2}, fold || fold_before ? kFftUnnormalised : kFftByN, /*forward=*/false);
+      const bool unnormalised = fold || fold_before || (complement && Backend::kFoldInverseScale);
+      a = at::_fft_c2c(G, {2}, unnormalised ? kFftUnnormalised : kFftByN, /*forward=*/false);
+    }
+    Tensor image_terms;
+    if (complement) {
+      image_terms = at::empty({count, g.H, g.W}, in.lam.options());
+      SoftDcImage<T> soft{grad.data_ptr<cx<T>>(), in.x.data_ptr<cx<T>>(), a.data_ptr<cx<T>>(),
+                          image_terms.data_ptr<T>(), lam_ptr<T>(in), g.H, g.W, n0,
+                          Backend::kFoldInverseScale ? T(1) / T(g.W) : T(1), want.x};
+      Backend::launch(soft, count * g.H, g.W);
     }
     if (want.sens) {
       const Tensor u = at::_fft_c2c(X, {2}, fold ? kFftUnnormalised : kFftByN, /*forward=*/false);
@@ -126,7 +141,10 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
         Backend::launch(scatter, tiles, g.W);
       }
     }
-    if (want.lam) partial_w.select(0, c).copy_(weight_terms.sum());
+    if (want.lam) {
+      Tensor wsum = f.K > 0 ? weight_terms.sum() : at::zeros({}, in.lam.options());
+      partial_w.select(0, c).copy_(complement ? wsum - image_terms.sum() : wsum);
+    }
     return a;
   };
   auto chunk_images = [&](int64_t n0, int64_t n1) { return images(n0 / chunk, n0, n1); };

@@ -232,6 +232,9 @@ struct DcAdjointRows {
 //   grad_k0:           grad_k0[n, q, h] = w m conj(r_W r_H) G s   (then fft_H, scattered)
 //   weight_terms:      weight_terms[n, h, q] = m Re(conj(G s) (h0' - X s)), summed by the
 //                      caller into grad_w
+//   complement:        instead of adjoint_in_place and without X, G <- (1 - m') G (its
+//                      inverse: F^-1 (1 - m') F g, for SoftDcImage) and weight_terms
+//                      m Re(conj(G s) h0') only (SoftDcImage gives the X part)
 // Every grad_k0 and weight_terms element is written (0 in padding slots). Inner index:
 // gather slots [0, K).
 template <typename T, int64_t kRows>
@@ -242,6 +245,7 @@ struct DcBackwardColumns {
   cx<T>* grad_k0;       // (chunk, K, H), or nullptr
   T* weight_terms;      // (chunk, H, K), or nullptr
   bool adjoint_in_place, output_in_place;
+  bool complement;
   FASTFN_HD void operator()(int64_t tile, int64_t q0, int64_t q1) const {
     const int64_t W = f.W, H = f.H, K = f.K;
     const RowTile<kRows> t(tile, H);
@@ -268,8 +272,12 @@ struct DcBackwardColumns {
         const cx<T> go = G[i] * s;
         cx<T> kv(T(0), T(0));
         if (need_measurement && mq != T(0)) kv = f.measured(n, h, q, p, rh[h - t.h0]);
-        if (weight_terms != nullptr) weight_terms[(n * H + h) * K + q] = weight_grad_term(mq, go, kv, X[i] * s);
+        if (weight_terms != nullptr) {
+          const cx<T> xs = complement ? cx<T>(T(0), T(0)) : X[i] * s;
+          weight_terms[(n * H + h) * K + q] = weight_grad_term(mq, go, kv, xs);
+        }
         if (grad_k0 != nullptr) grad_k0[(n * K + q) * H + h] = go * rw * rhc[h - t.h0] * wm;
+        if (complement) G[i] = G[i] * (T(1) - mq);
         if (wm == T(0)) continue;
         if (output_in_place) X[i] = X[i] * (T(1) - wm) + kv * (wm / s);
         if (adjoint_in_place) G[i] = G[i] * (T(1) - wm);

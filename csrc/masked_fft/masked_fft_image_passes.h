@@ -106,6 +106,38 @@ struct CoilCombineAdd {
   }
 };
 
+// The single-coil soft-DC backward of the column path without the spectrum of x: with
+// b = B * scale = F^-1 (1 - m') F g (B the inverse FFT after DcBackwardColumns' complement;
+// scale 1, or 1/W where that FFT was left unnormalised),
+//   grad_x = (1 - w) g + w b        = F^-1 (1 - w m') F g, written over B when wanted
+//   terms  = Re(conj(g - b) x)      g - b = F^-1 m' F g, so the sum of terms is
+//                                   Re <m' F g, F x>: the x part of grad_w (Parseval)
+// Rows: (n - n0) * H + h for images n from n0 on (B and terms point at image n0; g and x
+// at their start).
+template <typename T>
+struct SoftDcImage {
+  const cx<T>* g;
+  const cx<T>* x;
+  cx<T>* B;
+  T* terms;
+  const T* lam;
+  int64_t H, W, n0;
+  T scale;
+  bool write_grad_x;
+  FASTFN_HD void operator()(int64_t row, int64_t w0, int64_t w1) const {
+    const T w = dc_weight(lam);
+    const int64_t src = (n0 * H + row) * W;
+    for (int64_t p = w0; p < w1; ++p) {
+      const int64_t i = row * W + p;
+      const cx<T> gv = g[src + p], xv = x[src + p];
+      const cx<T> b = B[i] * scale;
+      const cx<T> d = gv - b;
+      terms[i] = d.real() * xv.real() + d.imag() * xv.imag();
+      if (write_grad_x) B[i] = gv * (T(1) - w) + b * w;
+    }
+  }
+};
+
 // grad_S[b, c] = (conj(g[b]) * u[b, c] + a[b, c] * conj(x[b])) * scale, with u the forward output
 // and a the adjoint of DC applied to g, per coil. Rows: (n - n0) * H + h for coil images
 // n = b * C + c from n0 on (u, a and out point at image n0; g and x at their start).
