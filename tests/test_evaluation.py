@@ -34,6 +34,16 @@ def test_wilson_interval_matches_scipy(k, n):
     assert lo == pytest.approx(ref.low, abs=1e-9) and hi == pytest.approx(ref.high, abs=1e-9)
 
 
+@pytest.mark.parametrize("n", [8, 10, 32])
+def test_wilson_interval_contains_the_rate_exactly_at_the_ends(n):
+    """k = n gave 1 - 1e-16 as the upper bound for n = 10, and the sweep's error bar a
+    negative length (matplotlib refused to draw the trade-off figure)."""
+    for k in range(n + 1):
+        lo, hi = wilson_interval(k, n)
+        assert lo <= k / n <= hi
+    assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
+
+
 def _models():
     torch.manual_seed(0)
     a = build_model("unet", chans=4, num_pool_layers=1)

@@ -353,7 +353,8 @@ def trade_off_figure(summary: Mapping[str, Any], path: Path) -> Path:
                 (p, dict(marker="o", color="C0")) for p in summary["points"]]:
             x = r["pgd"]["fn_rate"]
             lo, hi = r["pgd"]["fn_rate_ci95"]
-            ax.errorbar([x], [r["clean"][metric]], xerr=[[x - lo], [hi - x]], capsize=3, ls="none", **style)
+            ax.errorbar([x], [r["clean"][metric]], xerr=[[max(x - lo, 0.0)], [max(hi - x, 0.0)]], capsize=3,
+                        ls="none", **style)
             ax.annotate(r["name"], (x, r["clean"][metric]), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
         ax.set_xlabel(f"FN rate, gradient attack (masked NMSE >= {summary['fn_threshold']:g})")
