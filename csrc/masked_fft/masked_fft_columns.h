@@ -155,6 +155,7 @@ struct DcBlendColumns {
     cx<T>* xt = X + (t.n * H + t.h0) * W;
     const cx<T>* mt = f.meas + t.n * f.K * H + t.h0;
     const int64_t rows = t.h1 - t.h0;
+    const bool ahead = t.h1 < H;  // prefetch as in DcBackwardColumns
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t jw = cols[q];
       const T wm = w * m[jw];
@@ -162,6 +163,7 @@ struct DcBlendColumns {
       const int64_t p = plain_index(jw, W);
       const cx<T> fq = f.rw(p) * (wm * root);
       const cx<T>* mq = mt + q * H;
+      if (ahead) prefetch_for_read(mq + rows);
       if (wm == T(1)) {  // a sampled column of hard DC: the measurement replaces X
         for (int64_t i = 0; i < rows; ++i) xt[i * W + p] = mq[i] * (rh[i] * fq);
       } else {
@@ -261,12 +263,17 @@ struct DcBackwardColumns {
       rh[h - t.h0] = f.meas_row_factor(h);
       rhc[h - t.h0] = conj(f.rh(h));
     }
+    // the measurement is read at (slot, rows of this tile): one line per slot, K lines
+    // H apart, which no hardware prefetcher follows, so the CPU asks for the next
+    // tile's line of each slot while it works on this one (no-op on CUDA)
+    const bool ahead = need_measurement && t.h1 < H;
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t jw = cols[q];
       const T mq = m[jw];
       const T wm = w * mq;
       const int64_t p = plain_index(jw, W);
       const cx<T> rw = conj(f.rw(p));
+      if (ahead) prefetch_for_read(f.meas + (n * K + q) * H + t.h1);
       for (int64_t h = t.h0; h < t.h1; ++h) {
         const int64_t i = (n * H + h) * W + p;
         const cx<T> go = G[i] * s;
