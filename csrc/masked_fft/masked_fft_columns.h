@@ -85,6 +85,27 @@ struct GatherColumns {
   }
 };
 
+// The same gather with the image row as the inner index, for a backend whose threads run
+// along the inner index (Backend::kGatherRowsFastest, CUDA): the writes to the (N, K, H)
+// buffer are contiguous across consecutive threads; the reads of k0 are one element per
+// row in either order, since only K of the W columns are read. Rows n * K + q (image n,
+// gather slot q), inner index: h in [0, H).
+template <typename T>
+struct GatherColumnRows {
+  const cx<T>* k0;
+  const int64_t* idx;  // (Bm, K)
+  cx<T>* out;          // (N, K, H)
+  int64_t C, H, W, K, Bm;
+  PhaseRamp<T> rh;
+  FASTFN_HD void operator()(int64_t row, int64_t h0, int64_t h1) const {
+    const int64_t n = row / K, q = row - n * K;
+    const int64_t bm = Bm == 1 ? 0 : n / C;
+    const cx<T>* src = k0 + n * H * W + idx[bm * K + q];
+    cx<T>* dst = out + row * H;
+    for (int64_t h = h0; h < h1; ++h) dst[h] = src[h * W] * rh(h);
+  }
+};
+
 // The inverse of the gather, for grad_k0: out[n, kh, j] = factor * conj(r_H[kh]) *
 // buf[n, slot[bm, j], kh] at sampled columns, 0 elsewhere. Inner index: columns [0, W).
 template <typename T, int64_t kRows>

@@ -26,6 +26,7 @@ struct CpuBackend {
   static constexpr bool kImageChunks = true;
   static constexpr int64_t kColumnTileRows = 8;
   static constexpr bool kFoldInverseScale = false;  // pocketfft/MKL fold by_n into the transform
+  static constexpr bool kGatherRowsFastest = false;  // GatherColumns' tiles, prefetched
   struct DeviceGuard {
     explicit DeviceGuard(c10::Device) {}
   };

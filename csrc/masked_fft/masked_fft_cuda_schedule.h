@@ -23,12 +23,15 @@ inline grid::Shape2d pass_shape(int64_t rows, int64_t inner, const grid::Limits&
 // chunks: nothing to keep in a cache between passes), and the column passes give each
 // thread one image row (no row tiles: a thread's serial loop over 8 rows would leave
 // most of the device idle), and the 1/W of the column path's inverse FFTs along W goes
-// into a pass of ours (cuFFT does not normalise: ATen's by_n would be a pass of its own).
+// into a pass of ours (cuFFT does not normalise: ATen's by_n would be a pass of its own),
+// and the gather of k0's sampled columns runs with the image row fastest, so that a warp
+// writes a contiguous stretch of the (N, K, H) buffer (GatherColumnRows).
 struct WholeBatchSchedule {
   static constexpr bool kSplitSmall2d = false;
   static constexpr bool kImageChunks = false;
   static constexpr int64_t kColumnTileRows = 1;
   static constexpr bool kFoldInverseScale = true;
+  static constexpr bool kGatherRowsFastest = true;
 };
 
 }  // namespace cuda_schedule

@@ -289,9 +289,15 @@ Tensor column_measurement(const DcInputs& in, const ColumnFrame<T>& f, const Col
   const Geometry& g = in.g;
   const int64_t N = g.images();
   Tensor buf = at::empty({N, f.K, g.H}, in.x.options());
-  GatherColumns<T, Backend::kColumnTileRows> gather{
-      in.k0.data_ptr<cx<T>>(), f.cols, buf.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm, 0, f.rh};
-  Backend::launch(gather, N * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
+  if constexpr (Backend::kGatherRowsFastest) {
+    GatherColumnRows<T> gather{in.k0.data_ptr<cx<T>>(), f.cols, buf.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm,
+                               f.rh};
+    Backend::launch(gather, N * f.K, g.H);
+  } else {
+    GatherColumns<T, Backend::kColumnTileRows> gather{
+        in.k0.data_ptr<cx<T>>(), f.cols, buf.data_ptr<cx<T>>(), g.C, g.H, g.W, f.K, g.Bm, 0, f.rh};
+    Backend::launch(gather, N * row_blocks<Backend::kColumnTileRows>(g.H), f.K);
+  }
   Tensor meas = at::_fft_c2c(buf, {2}, kFftUnnormalised, /*forward=*/false);
   TORCH_INTERNAL_ASSERT(meas.is_contiguous());
   cache.built(in.k0, plan, meas, reuse);

@@ -8,6 +8,8 @@
 //   Backend::kColumnTileRows         image rows per call of the column passes (masked_fft_columns.h)
 //   Backend::kFoldInverseScale       the column path's inverse FFTs along W unnormalised, their
 //                                    1/W applied by a pass of ours (needs !kImageChunks)
+//   Backend::kGatherRowsFastest      the gather of k0's sampled columns with the image row as the
+//                                    inner index (GatherColumnRows), not row tiles x slots
 //   Backend::reuse_allowed()         whether a call may reuse what an earlier call prepared
 //                                    (the column measurement); false while a CUDA graph is captured
 //   Backend::kImageChunks            false: every pass covers the whole batch in one call.
