@@ -102,9 +102,7 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
                               want.lam ? weight_terms.data_ptr<T>() : nullptr,
                               /*adjoint_in_place=*/need_adjoint && !fold_before && !complement,
                               /*output_in_place=*/want.sens, complement};
-    if (f.K > 0 && (want.k0 || want.lam || pass.adjoint_in_place || pass.output_in_place || complement)) {
-      Backend::launch(pass, tiles, f.K);
-    }
+    if (want.k0 || want.lam || pass.adjoint_in_place || pass.output_in_place) Backend::launch(pass, tiles, f.K);
     if (fold_before) {
       DcAdjointRows<T> adjoint{f, G.data_ptr<cx<T>>(), T(1) / T(g.W)};
       Backend::launch(adjoint, count * g.H, g.W);
@@ -141,10 +139,7 @@ DcGrads dc_backward_columns(const DcInputs& in, const Tensor& grad, WantedGrads 
         Backend::launch(scatter, tiles, g.W);
       }
     }
-    if (want.lam) {
-      Tensor wsum = f.K > 0 ? weight_terms.sum() : at::zeros({}, in.lam.options());
-      partial_w.select(0, c).copy_(complement ? wsum - image_terms.sum() : wsum);
-    }
+    if (want.lam) partial_w.select(0, c).copy_(complement ? weight_terms.sum() - image_terms.sum() : weight_terms.sum());
     return a;
   };
   auto chunk_images = [&](int64_t n0, int64_t n1) { return images(n0 / chunk, n0, n1); };

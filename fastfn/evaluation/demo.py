@@ -39,14 +39,14 @@ from fastfn.fileio import atomic_write_bytes
 from fastfn.data.annotations import annotations_path
 from fastfn.models import MODEL_NAMES, build_model
 from fastfn.train.config import DataConfig, OptimConfig, SchedConfig, TrainConfig
-
-#: the demo's learning-rate schedules (TrainConfig ``sched.name``)
-LR_SCHEDULES = ("none", "cosine")
 from fastfn.train.data import build_loaders, resolve_data_folders
 from fastfn.train.distributed import resolve_device
 from fastfn.train.robust import RobustConfig, make_robust_loss
 from fastfn.train.run import preflight
 from fastfn.train.trainer import Trainer, seed_everything
+
+#: the demo's learning-rate schedules (TrainConfig ``sched.name``)
+LR_SCHEDULES = ("none", "cosine")
 
 #: docs/METHOD.md's default false-negative threshold, reported beside the demo's own.
 METHOD_THRESHOLD = 1e-3

@@ -275,9 +275,9 @@ class Trainer:
         """Set the parameters' ``.grad`` to ``combine(grad clean, grad extra)``, each
         gradient averaged over DDP ranks first (the forward ran under ``no_sync``)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        clean_grads = self._rank_mean(torch.autograd.grad(clean, params, allow_unused=True))
+        clean_grads = self._rank_mean(torch.autograd.grad(clean, params, allow_unused=True), params)
         if extra.requires_grad:
-            extra_grads = self._rank_mean(torch.autograd.grad(extra, params, allow_unused=True))
+            extra_grads = self._rank_mean(torch.autograd.grad(extra, params, allow_unused=True), params)
         else:  # a clean step of a robust run (before its start step): same log columns
             extra_grads = [None] * len(params)
         grads, logs = combine(clean_grads, extra_grads)
@@ -285,13 +285,13 @@ class Trainer:
             p.grad = g
         return {f"extra/{k}": float(v) for k, v in logs.items()}
 
-    def _rank_mean(self, grads: Iterable[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        """``grads`` averaged over ranks in one flat all-reduce (unchanged single-process).
-        A parameter without a gradient on one rank counts as zero there."""
+    def _rank_mean(self, grads: Iterable[torch.Tensor | None], params: list[nn.Parameter]
+                   ) -> list[torch.Tensor | None]:
+        """``grads`` of ``params`` averaged over ranks in one flat all-reduce (unchanged
+        single-process). A parameter without a gradient on one rank counts as zero there."""
         grads = list(grads)
         if not self.dist.distributed:
             return grads
-        params = [p for p in self.model.parameters() if p.requires_grad]
         full = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         flat = torch.cat([g.reshape(-1) for g in full])
         torch.distributed.all_reduce(flat)
