@@ -236,6 +236,29 @@ def test_pgd_improves_on_its_random_starts():
     torch.testing.assert_close(best.nmse[:, 0], exp, rtol=1e-4, atol=1e-7)
 
 
+def test_pgd_builds_each_chunks_column_plan_once_not_per_step():
+    """Through a cascade with DC layers, a PGD run of T steps builds one column plan per
+    chunk of candidates whatever T is: the chunk's mask is made once per batch, so on a
+    GPU no step copies a mask to the host (tests/test_ops_host_sync.py runs it there
+    under the sync debug mode)."""
+    import fastfn.ops.masked_fft as masked_fft_ops
+    from fastfn.models.cascade import CascadeNet
+
+    batch = make_batch(3)
+    torch.manual_seed(0)
+    model = CascadeNet(num_cascades=3, chans=4, num_convs=2).eval()
+    cfg = AttackConfig(features=FeatureConfig(margin=3), pgd_restarts=4, chunk=5)
+    t = batch["target"]
+    region = placement_region(t, cfg.features)
+    built = []
+    for steps in (1, 4):
+        masked_fft_ops.reset_column_plan_cache()
+        engine.pgd(engine.Scorer(model, from_batch(batch), cfg.chunk), t, cfg, 4, steps,
+                   torch.Generator().manual_seed(5), region)
+        built.append(masked_fft_ops.column_plan_counters()["built"])
+    assert built == [math.ceil(3 * 4 / 5)] * 2, built
+
+
 def test_pgd_screen_starts_from_the_worst_random_draws():
     batch = make_batch(3)
     model = tiny_model()

@@ -18,6 +18,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -391,6 +392,16 @@ struct TensorKey {
   }
 };
 
+// Whether the column caches hand out what they hold (on unless switched off). Off, every
+// call builds its plan and measurement and keeps neither, as for a tensor without a key:
+// for callers that write a mask or k0 past the version counter (torch.autograd.gradcheck
+// perturbs its inputs through .data; NumPy and DLPack views of a tensor's memory).
+// fastfn.ops.masked_fft.column_caches_disabled() switches it.
+inline std::atomic<bool>& column_reuse_enabled() {
+  static std::atomic<bool> enabled{true};
+  return enabled;
+}
+
 // The plans of the last kEntries masks, each reused while its mask's TensorKey matches:
 // an in-place write to the mask builds a new plan; a mask without a key is planned on
 // every call.
@@ -402,7 +413,7 @@ class ColumnPlanCache {
   }
 
   ColumnPlan get(const at::Tensor& mask, const Geometry& g) {
-    const bool keyed = TensorKey::keyable(mask);
+    const bool keyed = TensorKey::keyable(mask) && column_reuse_enabled().load(std::memory_order_relaxed);
     if (keyed) {
       const std::lock_guard<std::mutex> hold(lock_);
       for (const Entry& e : entries_) {
@@ -435,7 +446,7 @@ class ColumnPlanCache {
   }
 
  private:
-  static constexpr size_t kEntries = 8;
+  static constexpr size_t kEntries = 32;  // an attack batch of many chunks has a mask per chunk
   struct Entry {
     TensorKey key;
     ColumnPlan plan;

@@ -16,6 +16,7 @@
 #endif
 
 #include "masked_fft/masked_fft_backward.h"
+#include "masked_fft/masked_fft_cache_ops.h"
 
 namespace fastfn {
 namespace mfft {
@@ -92,22 +93,7 @@ struct CpuBackend {
 }  // namespace mfft
 }  // namespace fastfn
 
-// The counters of the column plan cache (built, device_to_host, reused) and of the
-// measurement cache (built, reused), and their reset, for tests
-// (fastfn.ops.masked_fft.column_plan_counters), the measurements' own reset for the
-// benchmark's one-shot cases; device-independent.
-TORCH_LIBRARY_FRAGMENT(fastfn, m) {
-  m.def("_column_plan_counters() -> int[]", [] {
-    const fastfn::mfft::PlanCounters c = fastfn::mfft::ColumnPlanCache::instance().counters();
-    const fastfn::mfft::MeasurementCounters mc = fastfn::mfft::MeasurementCache::instance().counters();
-    return std::vector<int64_t>{c.built, c.device_to_host, c.reused, mc.built, mc.reused};
-  });
-  m.def("_column_plan_cache_reset() -> ()", [] {
-    fastfn::mfft::ColumnPlanCache::instance().reset();
-    fastfn::mfft::MeasurementCache::instance().reset();
-  });
-  m.def("_column_measurement_cache_reset() -> ()", [] { fastfn::mfft::MeasurementCache::instance().reset(); });
-}
+TORCH_LIBRARY_FRAGMENT(fastfn, m) { fastfn::mfft::define_column_cache_ops(m); }
 
 TORCH_LIBRARY_IMPL(fastfn, CPU, m) {
   using fastfn::mfft::CpuBackend;

@@ -277,11 +277,11 @@ Tensor combined_by_image_chunks(const DcInputs& in, int64_t chunk, const Fn& fn)
 // (MeasurementCache) by the DC layers of an unrolled network, forward and backward,
 // except where Backend::reuse_allowed() says no (while a CUDA graph is captured: a
 // graph must compute what it reads from k0, so that a replay sees new values copied
-// into it). Needs f.K > 0.
+// into it) or the caches are switched off (column_reuse_enabled). Needs f.K > 0.
 template <class Backend, typename T>
 Tensor column_measurement(const DcInputs& in, const ColumnFrame<T>& f, const ColumnPlan& plan) {
   MeasurementCache& cache = MeasurementCache::instance();
-  const bool reuse = Backend::reuse_allowed();
+  const bool reuse = Backend::reuse_allowed() && column_reuse_enabled().load(std::memory_order_relaxed);
   if (reuse) {
     Tensor hit = cache.find(in.k0, plan);
     if (hit.defined()) return hit;

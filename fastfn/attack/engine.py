@@ -49,6 +49,19 @@ class Scorer:
     def __init__(self, model: nn.Module, acq: Acquisition, chunk: int = 64):
         self.model, self.acq, self.chunk = model, acq, chunk
         self.evals = 0
+        self._chunks: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def _chunk_inputs(self, N: int, R: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per chunk of the N x R candidates: their slice numbers (n,) and masks.
+        Made once per (N, R) and reused by every step: the model's DC layers key their
+        column plan on the mask tensor, so a fresh mask per step would rebuild the plan
+        each step (on a GPU, a copy of the mask to the host: a synchronisation)."""
+        if (N, R) not in self._chunks:
+            slices = torch.arange(N, device=device).repeat_interleave(R)
+            self._chunks[N, R] = [
+                (sl, self.acq.mask.index_select(0, sl))
+                for sl in (slices[s:s + self.chunk] for s in range(0, N * R, self.chunk))]
+        return self._chunks[N, R]
 
     def __call__(self, perturbed: torch.Tensor, region: torch.Tensor, grad: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -57,17 +70,14 @@ class Scorer:
         N, R, h, w = perturbed.shape
         flat_p = perturbed.reshape(N * R, h, w)
         flat_r = region.reshape(N * R, h, w)
-        slices = torch.arange(N, device=perturbed.device).repeat_interleave(R)
-        targets = self.acq.targets
         nmse, grads = [], []
-        for s in range(0, N * R, self.chunk):
-            sl = slices[s:s + self.chunk]
+        for (sl, mask), s in zip(self._chunk_inputs(N, R, perturbed.device), range(0, N * R, self.chunk)):
             p = flat_p[s:s + self.chunk].detach()
             with torch.set_grad_enabled(grad):
                 if grad:
                     p.requires_grad_(True)
-                k = self.acq.simulate(p - targets.index_select(0, sl), sl)
-                pred = self.model(k, self.acq.mask.index_select(0, sl), (h, w))
+                k = self.acq.simulate(p - self.acq.targets.index_select(0, sl), sl)
+                pred = self.model(k, mask, (h, w))
                 loss = masked_nmse(pred.float(), p, flat_r[s:s + self.chunk])
                 if grad:
                     (g,) = torch.autograd.grad(loss.sum(), p)

@@ -16,13 +16,17 @@ the k-space as ``(..., 1, W)`` (column mask: the fast path with 1D FFTs along W)
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Iterator
 
 import torch
 
 import fastfn  # noqa: F401  (loads the extension: torch.ops.fastfn.*)
+from fastfn.ops.mask_memo import MaskMemo
 
 _ops = torch.ops.fastfn
+_OP_READY_MASKS = MaskMemo()
 
 # ---------------------------------------------------------------- normalising the inputs
 
@@ -53,13 +57,25 @@ def _broadcasts_to(shape: tuple[int, ...], full: tuple[int, ...]) -> bool:
     return all(s == 1 or s == f for s, f in zip(reversed(shape), reversed(full)))
 
 
+def _collapse_broadcast(m: torch.Tensor) -> torch.Tensor:
+    """m (*lead, Hm, W) with every expanded (stride-0) lead dim narrowed to size 1: a
+    view whose values are the same for every index of those dims."""
+    for d in range(m.dim() - 2):
+        if m.shape[d] > 1 and m.stride(d) == 0:
+            m = m.narrow(d, 0, 1)
+    return m
+
+
 def _normalise_mask(mask: torch.Tensor, kspace: tuple[int, ...] | None, dtype: torch.dtype, op: str,
                     multicoil: bool = False) -> torch.Tensor:
     """mask (bool/float), its leading dims broadcastable to those of the k-space shape
-    ``kspace`` = (*batch, [C,] H, W) -> (Bm, Hm, W) of `dtype`, Bm in {1, prod(batch)}. A
-    multi-coil mask must not vary over coils. Its last two dims (Hm, W) go to the op as
-    they are, and so does the whole mask when ``kspace`` is None (x or sens is malformed):
-    the op's checks name what is wrong."""
+    ``kspace`` = (*batch, [C,] H, W) -> (Bm, Hm, W) of `dtype`, Bm in {1, prod(batch)}
+    (1 also where the mask is expanded over the batch). A multi-coil mask must not vary
+    over coils. Its last two dims (Hm, W) go to the op as they are, and so does the
+    whole mask when ``kspace`` is None (x or sens is malformed): the op's checks name
+    what is wrong. A mask that needs a copy (another dtype, a batch to materialise) gets
+    the same copy while it is unchanged (fastfn.ops.mask_memo), so its column plan is
+    built once."""
     _require_tensor(mask, "mask", op)
     if mask.is_complex() or not (mask.dtype == torch.bool or mask.is_floating_point()):
         raise TypeError(f"{op}: mask must be bool or real floating point, got {mask.dtype}")
@@ -72,16 +88,25 @@ def _normalise_mask(mask: torch.Tensor, kspace: tuple[int, ...] | None, dtype: t
         raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to the k-space "
                          f"shape {kspace} (multi-coil: give the mask a coil dim, e.g. (B, 1, 1, W))")
     lead = (1,) * (len(batch) - max(mask.dim() - 2, 0)) + tuple(mask.shape[:-2])
-    m = mask.to(dtype).reshape(*lead, hm, W)
+    m = _collapse_broadcast(mask.reshape(*lead, hm, W))
+    lead = tuple(m.shape[:-2])
     if multicoil:
         if lead[-1] != 1:
             raise ValueError(f"{op}: mask of shape {tuple(mask.shape)} varies over the {batch[-1]} coils; "
                              "a multi-coil mask must be shared by the coils, e.g. (B, 1, 1, W)")
         lead, batch = lead[:-1], batch[:-1]
         m = m.squeeze(-3)
-    if math.prod(lead) == 1:
-        return m.reshape(1, hm, W).contiguous()
-    return m.expand(*batch, hm, W).reshape(-1, hm, W).contiguous()
+    shared = math.prod(lead) == 1
+    if m.dtype == dtype and m.is_contiguous() and (shared or lead == batch):
+        return m.reshape(-1, hm, W)  # a view: the op keys its plan on the caller's mask
+
+    def op_ready() -> torch.Tensor:
+        c = m.to(dtype)
+        if shared:
+            return c.reshape(1, hm, W).contiguous()
+        return c.expand(*batch, hm, W).reshape(-1, hm, W).contiguous()
+
+    return _OP_READY_MASKS.get(m, (dtype, batch), op_ready)
 
 
 def _normalise_lam(lam, dtype: torch.dtype, device: torch.device, op: str) -> torch.Tensor | None:
@@ -182,14 +207,36 @@ def column_plan_counters() -> dict[str, int]:
     the mask is the same live, unmodified tensor (or view of the same storage), a
     measurement while k0 is and its mask's plan is the same: a cascade builds one of
     each per network call."""
-    built, device_to_host, reused, meas_built, meas_reused = torch.ops.fastfn._column_plan_counters()
+    built, device_to_host, reused, meas_built, meas_reused = _ops._column_plan_counters()
     return {"built": built, "device_to_host": device_to_host, "reused": reused,
             "measurements_built": meas_built, "measurements_reused": meas_reused}
 
 
 def reset_column_plan_cache() -> None:
-    """Forgets every cached column plan and measurement and zeroes column_plan_counters()."""
-    torch.ops.fastfn._column_plan_cache_reset()
+    """Forgets every cached column plan and measurement (and the wrapper's op-ready mask
+    copies) and zeroes column_plan_counters()."""
+    _OP_READY_MASKS.clear()
+    _ops._column_plan_cache_reset()
+
+
+@contextlib.contextmanager
+def column_caches_disabled() -> Iterator[None]:
+    """Within it, every column-mask call builds its plan and measurement anew and keeps
+    neither (on a GPU: one copy of the mask to the host per call).
+
+    The caches recognise an unchanged mask or k0 by torch's version counter, which
+    in-place ops bump. Use this where a mask or k0 is written past that counter between
+    calls: ``torch.autograd.gradcheck`` with k0 as an input (it perturbs inputs through
+    ``.data``), writes through ``t.data`` or through a NumPy, CuPy or DLPack view of
+    the memory. The setting is process-wide (autograd may run the backward on another
+    thread)."""
+    before = _ops._set_column_cache_reuse(False), _OP_READY_MASKS.enabled
+    _OP_READY_MASKS.enabled = False
+    try:
+        yield
+    finally:
+        _ops._set_column_cache_reuse(before[0])
+        _OP_READY_MASKS.enabled = before[1]
 
 
 # ---------------------------------------------------------------- fake kernels

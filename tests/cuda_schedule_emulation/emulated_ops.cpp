@@ -18,6 +18,7 @@
 #include "common/op_schemas.h"
 #include "features/features_device.h"
 #include "masked_fft/masked_fft_backward.h"
+#include "masked_fft/masked_fft_cache_ops.h"
 #include "masked_fft/masked_fft_cuda_schedule.h"
 
 namespace fastfn {
@@ -137,6 +138,7 @@ void set_schedule(int64_t threads_per_block, int64_t min_threads_x, int64_t max_
 
 TORCH_LIBRARY(fastfn_emu, m) {
   fastfn::define_op_schemas(m);
+  fastfn::mfft::define_column_cache_ops(m);
   m.def("_set_schedule(int threads_per_block, int min_threads_x, int max_blocks_x, int max_blocks_y, "
         "int max_lanes, bool reverse) -> ()",
         &fastfn::emulation::set_schedule);
